@@ -1,0 +1,143 @@
+// pybind11 bindings: skulens._kernel. Arrays arrive already validated and
+// contiguous (skulens/index.py); results leave without a copy, owned by numpy.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include "skulens/exact_index.h"
+#include "skulens/fp16.h"
+
+namespace py = pybind11;
+using skulens::ExactIndex;
+
+namespace {
+
+using F32Array = py::array_t<float, py::array::c_style>;
+using I64Array = py::array_t<int64_t, py::array::c_style>;
+
+template <class T>
+py::array_t<T> to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
+  auto* owned = new std::vector<T>(std::move(v));
+  py::capsule free(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(shape, owned->data(), free);
+}
+
+const float* rows_of(const F32Array& x, size_t dim, size_t* n) {
+  if (x.ndim() != 2 || static_cast<size_t>(x.shape(1)) != dim)
+    throw std::invalid_argument("expected an array of shape (n, " + std::to_string(dim) + ")");
+  *n = static_cast<size_t>(x.shape(0));
+  return x.data();
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_kernel, m) {
+  m.doc() = "skulens exact top-k cosine kernel";
+  m.def("best_simd", [] { return std::string(skulens::best_kernels().name); },
+        "The SIMD path chosen for this CPU.");
+  m.def("simd_paths", [] {
+    std::vector<std::string> out;
+    for (const char* n : {"scalar", "avx2", "avx512"})
+      if (skulens::kernels_by_name(n)) out.emplace_back(n);
+    return out;
+  }, "SIMD paths this CPU can run.");
+  m.def("f16_round_trip", [](const F32Array& x) {
+    std::vector<uint16_t> h(static_cast<size_t>(x.size()));
+    std::vector<float> back(h.size());
+    for (size_t i = 0; i < h.size(); ++i) {
+      h[i] = skulens::f32_to_f16(x.data()[i]);
+      back[i] = skulens::f16_to_f32(h[i]);
+    }
+    return py::make_tuple(to_numpy(std::move(h), {x.size()}), to_numpy(std::move(back), {x.size()}));
+  }, "Encode to binary16 and back with the index's own conversion (for tests).");
+
+  py::class_<ExactIndex>(m, "ExactIndex")
+      .def(py::init([](size_t dim, const std::string& storage, size_t threads, py::object simd) {
+             std::string s = simd.is_none() ? "" : simd.cast<std::string>();
+             return new ExactIndex(dim, skulens::parse_storage(storage), threads,
+                                   s.empty() ? nullptr : s.c_str());
+           }),
+           py::arg("dim"), py::arg("storage") = "fp32", py::arg("threads") = 0,
+           py::arg("simd") = py::none())
+      .def_property_readonly("dim", &ExactIndex::dim)
+      .def_property_readonly("storage", [](const ExactIndex& i) { return skulens::storage_name(i.storage()); })
+      .def_property_readonly("simd", &ExactIndex::simd)
+      .def_property_readonly("row_bytes", &ExactIndex::row_bytes)
+      .def_property("threads", &ExactIndex::threads, &ExactIndex::set_threads)
+      .def_property_readonly("ntotal", &ExactIndex::ntotal)
+      .def("__len__", &ExactIndex::size)
+      .def("contains", &ExactIndex::contains)
+      .def("add", [](ExactIndex& self, const F32Array& x) {
+        size_t n;
+        const float* p = rows_of(x, self.dim(), &n);
+        py::gil_scoped_release nogil;
+        return self.add(p, n);
+      })
+      .def("set", [](ExactIndex& self, const I64Array& ids, const F32Array& x) {
+        size_t n;
+        const float* p = rows_of(x, self.dim(), &n);
+        if (static_cast<size_t>(ids.size()) != n) throw std::invalid_argument("ids and vectors differ in length");
+        py::gil_scoped_release nogil;
+        self.set(ids.data(), p, n);
+      })
+      .def("remove", [](ExactIndex& self, const I64Array& ids) {
+        py::gil_scoped_release nogil;
+        return self.remove(ids.data(), static_cast<size_t>(ids.size()));
+      })
+      .def("compact", [](ExactIndex& self) {
+        std::vector<int64_t> remap;
+        {
+          py::gil_scoped_release nogil;
+          remap = self.compact();
+        }
+        const auto n = static_cast<py::ssize_t>(remap.size());
+        return to_numpy(std::move(remap), {n});
+      })
+      .def("search", [](const ExactIndex& self, const F32Array& q, size_t k, py::object allow) {
+        size_t nq;
+        const float* qp = rows_of(q, self.dim(), &nq);
+        const uint64_t* bits = nullptr;
+        size_t words = 0;
+        py::array_t<uint64_t, py::array::c_style> allow_arr;
+        if (!allow.is_none()) {
+          allow_arr = allow.cast<py::array_t<uint64_t, py::array::c_style>>();
+          bits = allow_arr.data();
+          words = static_cast<size_t>(allow_arr.size());
+        }
+        skulens::SearchResult r;
+        {
+          py::gil_scoped_release nogil;
+          r = self.search(qp, nq, k, bits, words);
+        }
+        const auto rows = static_cast<py::ssize_t>(r.nq), cols = static_cast<py::ssize_t>(r.k);
+        return py::make_tuple(to_numpy(std::move(r.scores), {rows, cols}),
+                              to_numpy(std::move(r.ids), {rows, cols}));
+      }, py::arg("queries"), py::arg("k"), py::arg("allow") = py::none())
+      .def("rerank", [](const ExactIndex& self, const F32Array& q, const I64Array& ids) {
+        if (static_cast<size_t>(q.size()) != self.dim())
+          throw std::invalid_argument("query must have " + std::to_string(self.dim()) + " values");
+        std::vector<float> out(static_cast<size_t>(ids.size()));
+        {
+          py::gil_scoped_release nogil;
+          self.rerank(q.data(), ids.data(), out.size(), out.data());
+        }
+        const auto n = static_cast<py::ssize_t>(out.size());
+        return to_numpy(std::move(out), {n});
+      })
+      .def("reconstruct", [](const ExactIndex& self, const I64Array& ids) {
+        std::vector<float> out(static_cast<size_t>(ids.size()) * self.dim());
+        {
+          py::gil_scoped_release nogil;
+          self.reconstruct(ids.data(), static_cast<size_t>(ids.size()), out.data());
+        }
+        return to_numpy(std::move(out), {ids.size(), static_cast<py::ssize_t>(self.dim())});
+      })
+      .def("stream_read", [](const ExactIndex& self) {
+        py::gil_scoped_release nogil;
+        return self.stream_read();
+      }, "Read every stored byte once with the index's threads (the benchmark's memory floor).");
+}

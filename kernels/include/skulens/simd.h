@@ -1,0 +1,52 @@
+// Per-ISA scoring kernels and run-time dispatch.
+//
+// Each ISA lives in its own translation unit compiled with its own target flags
+// (kernels/src/kernels_*.cpp); the driver picks the best table the CPU supports
+// at run time, so one wheel runs on any x86-64 or aarch64.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace skulens {
+
+// Rows are stored row-major, each padded with zeros to kRowAlign bytes so every
+// row starts on a cache line and SIMD loops need no tail handling.
+constexpr size_t kRowAlign = 64;
+
+// Scores a block of rows against nq queries:
+//   out[q * ldo + i] = <query q, row i>   for q < nq, i < nrows
+// Row i is rows + (ids ? ids[i] : i) * dpad (elements). dpad is a multiple of
+// kRowAlign bytes; queries are [nq][dpad] with zero padding.
+struct Kernels {
+  const char* name;
+  void (*score_f32)(const float* q, size_t nq, const float* rows,
+                    const uint32_t* ids, size_t nrows, size_t dpad, float* out,
+                    size_t ldo);
+  void (*score_f16)(const float* q, size_t nq, const uint16_t* rows,
+                    const uint32_t* ids, size_t nrows, size_t dpad, float* out,
+                    size_t ldo);
+  // int8: queries are symmetric int8 with one scale each; rows carry a scale
+  // and the sum of their codes (the VNNI path needs it to undo its u8 offset).
+  void (*score_i8)(const int8_t* q, const float* qscale, size_t nq,
+                   const int8_t* rows, const float* rscale, const int32_t* rsum,
+                   const uint32_t* ids, size_t nrows, size_t dpad, float* out,
+                   size_t ldo);
+  // Writes the positions i with s[i] > thr to idx; returns how many.
+  size_t (*select_gt)(const float* s, size_t n, float thr, uint32_t* idx);
+  // Reads every byte once (the memory floor for benchmarks); returns a checksum.
+  uint64_t (*stream_read)(const void* p, size_t bytes);
+};
+
+extern const Kernels kScalarKernels;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const Kernels kAvx2Kernels;
+extern const Kernels kAvx512Kernels;
+#endif
+
+// Best table for this CPU; SKULENS_SIMD=scalar|avx2|avx512 caps the choice
+// (tests use it to exercise every path on one machine).
+const Kernels& best_kernels();
+// Table by name, or nullptr if this CPU cannot run it.
+const Kernels* kernels_by_name(const char* name);
+
+}  // namespace skulens

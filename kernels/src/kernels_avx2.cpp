@@ -1,0 +1,178 @@
+// AVX2 + FMA + F16C kernels: the same tiling as the AVX-512 file with 8-wide
+// registers (Q*R = 8 accumulators). int8 widens to int16 and uses madd, which
+// needs no u8 offset, so the row sums are not used here.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#include "skulens/simd.h"
+
+namespace skulens {
+namespace {
+
+// lane l = horizontal sum of v[l]; the same tree for every lane.
+inline __m256 reduce8(const __m256* v) {
+  const __m256 a0 = _mm256_hadd_ps(v[0], v[1]), a1 = _mm256_hadd_ps(v[2], v[3]);
+  const __m256 a2 = _mm256_hadd_ps(v[4], v[5]), a3 = _mm256_hadd_ps(v[6], v[7]);
+  const __m256 b0 = _mm256_hadd_ps(a0, a1), b1 = _mm256_hadd_ps(a2, a3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20), _mm256_permute2f128_ps(b0, b1, 0x31));
+}
+
+inline __m256i reduce8(const __m256i* v) {
+  const __m256i a0 = _mm256_hadd_epi32(v[0], v[1]), a1 = _mm256_hadd_epi32(v[2], v[3]);
+  const __m256i a2 = _mm256_hadd_epi32(v[4], v[5]), a3 = _mm256_hadd_epi32(v[6], v[7]);
+  const __m256i b0 = _mm256_hadd_epi32(a0, a1), b1 = _mm256_hadd_epi32(a2, a3);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(b0, b1, 0x20),
+                          _mm256_permute2x128_si256(b0, b1, 0x31));
+}
+
+struct F32 {
+  using T = float;
+  using Q = float;
+  using Acc = __m256;
+  static constexpr size_t kStep = 8;
+  static Acc zero() { return _mm256_setzero_ps(); }
+  static __m256 row(const T* p) { return _mm256_load_ps(p); }
+  static __m256 qry(const Q* p) { return _mm256_load_ps(p); }
+  static Acc mac(Acc a, __m256 x, __m256 q) { return _mm256_fmadd_ps(x, q, a); }
+};
+
+struct F16 {
+  using T = uint16_t;
+  using Q = float;
+  using Acc = __m256;
+  static constexpr size_t kStep = 8;
+  static Acc zero() { return _mm256_setzero_ps(); }
+  static __m256 row(const T* p) {
+    return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static __m256 qry(const Q* p) { return _mm256_load_ps(p); }
+  static Acc mac(Acc a, __m256 x, __m256 q) { return _mm256_fmadd_ps(x, q, a); }
+};
+
+struct I8 {
+  using T = int8_t;
+  using Q = int8_t;
+  using Acc = __m256i;
+  static constexpr size_t kStep = 16;
+  static Acc zero() { return _mm256_setzero_si256(); }
+  static __m256i row(const T* p) {
+    return _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static __m256i qry(const Q* p) { return row(p); }
+  static Acc mac(Acc a, __m256i x, __m256i q) { return _mm256_add_epi32(a, _mm256_madd_epi16(x, q)); }
+};
+
+template <class S, int NQ, int NR>
+inline void tile(const typename S::Q* const* qp, const typename S::T* const* rp, size_t dpad,
+                 typename S::Acc* acc) {
+  static_assert(NQ * NR == 8, "tile must hold 8 accumulators");
+  for (int i = 0; i < 8; ++i) acc[i] = S::zero();
+  for (size_t j = 0; j < dpad; j += S::kStep) {
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) {
+      const auto x = S::row(rp[r] + j);
+#pragma GCC unroll 4
+      for (int q = 0; q < NQ; ++q) acc[q * NR + r] = S::mac(acc[q * NR + r], x, S::qry(qp[q] + j));
+    }
+  }
+}
+
+template <class S, int NQ, int NR>
+void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
+                 const uint32_t* ids, size_t nrows, size_t dpad, float* out, size_t ldo) {
+  const typename S::Q* qp[NQ];
+  for (int i = 0; i < NQ; ++i) qp[i] = q + (q0 + i) * dpad;
+  typename S::Acc acc[8];
+  alignas(32) float res[8];
+  for (size_t i = 0; i < nrows; i += NR) {
+    const typename S::T* rp[NR];
+    for (int r = 0; r < NR; ++r) {
+      const size_t ii = std::min(i + r, nrows - 1);
+      rp[r] = rows + (ids ? ids[ii] : ii) * dpad;
+    }
+    tile<S, NQ, NR>(qp, rp, dpad, acc);
+    if constexpr (std::is_same_v<typename S::Acc, __m256>) {
+      _mm256_store_ps(res, reduce8(acc));
+    } else {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(res), reduce8(acc));
+    }
+    const size_t nr = std::min<size_t>(NR, nrows - i);
+    for (int qq = 0; qq < NQ; ++qq) std::memcpy(out + (q0 + qq) * ldo + i, res + qq * NR, nr * 4);
+  }
+}
+
+template <class S>
+void score_all(const typename S::Q* q, size_t nq, const typename S::T* rows, const uint32_t* ids,
+               size_t nrows, size_t dpad, float* out, size_t ldo) {
+  if (nrows == 0) return;
+  size_t q0 = 0;
+  for (; q0 + 4 <= nq; q0 += 4) score_group<S, 4, 2>(q, q0, rows, ids, nrows, dpad, out, ldo);
+  for (; q0 + 2 <= nq; q0 += 2) score_group<S, 2, 4>(q, q0, rows, ids, nrows, dpad, out, ldo);
+  for (; q0 < nq; ++q0) score_group<S, 1, 8>(q, q0, rows, ids, nrows, dpad, out, ldo);
+}
+
+void score_f32(const float* q, size_t nq, const float* rows, const uint32_t* ids, size_t nrows,
+               size_t dpad, float* out, size_t ldo) {
+  score_all<F32>(q, nq, rows, ids, nrows, dpad, out, ldo);
+}
+
+void score_f16(const float* q, size_t nq, const uint16_t* rows, const uint32_t* ids,
+               size_t nrows, size_t dpad, float* out, size_t ldo) {
+  score_all<F16>(q, nq, rows, ids, nrows, dpad, out, ldo);
+}
+
+void score_i8(const int8_t* q, const float* qscale, size_t nq, const int8_t* rows,
+              const float* rscale, const int32_t* /*rsum*/, const uint32_t* ids, size_t nrows,
+              size_t dpad, float* out, size_t ldo) {
+  score_all<I8>(q, nq, rows, ids, nrows, dpad, out, ldo);
+  for (size_t qi = 0; qi < nq; ++qi) {
+    float* o = out + qi * ldo;
+    for (size_t i = 0; i < nrows; ++i) {
+      int32_t dot;
+      std::memcpy(&dot, o + i, 4);
+      o[i] = (qscale[qi] * rscale[ids ? ids[i] : i]) * static_cast<float>(dot);
+    }
+  }
+}
+
+size_t select_gt(const float* s, size_t n, float thr, uint32_t* idx) {
+  const __m256 t = _mm256_set1_ps(thr);
+  size_t cnt = 0, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    unsigned m = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + i), t, _CMP_GT_OQ)));
+    while (m) {
+      idx[cnt++] = static_cast<uint32_t>(i + __builtin_ctz(m));
+      m &= m - 1;
+    }
+  }
+  for (; i < n; ++i)
+    if (s[i] > thr) idx[cnt++] = static_cast<uint32_t>(i);
+  return cnt;
+}
+
+uint64_t stream_read(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 128 <= bytes; i += 128) {
+    a0 = _mm256_xor_si256(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i)));
+    a1 = _mm256_xor_si256(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i + 32)));
+    a2 = _mm256_xor_si256(a2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i + 64)));
+    a3 = _mm256_xor_si256(a3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + i + 96)));
+  }
+  a0 = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+  alignas(32) uint64_t w[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(w), a0);
+  uint64_t h = w[0] ^ w[1] ^ w[2] ^ w[3];
+  for (; i < bytes; ++i) h ^= static_cast<unsigned char>(c[i]);
+  return h;
+}
+
+}  // namespace
+
+const Kernels kAvx2Kernels = {"avx2", score_f32, score_f16, score_i8, select_gt, stream_read};
+
+}  // namespace skulens

@@ -1,0 +1,221 @@
+// AVX-512 (F/BW/VL/DQ + VNNI) kernels. Compiled with those target flags only;
+// reached only after cpu.cpp has checked the CPU supports them.
+//
+// Micro-kernel: a tile of Q queries x R rows (Q*R = 16) keeps 16 accumulators
+// in registers; each loaded row chunk feeds Q FMAs, so a batch reads every row
+// block once for all its queries (fused batch). The 16 accumulators are then
+// folded by one transpose-reduce into a single vector of 16 dot products.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#include "skulens/simd.h"
+
+namespace skulens {
+namespace {
+
+// lane l of the result = horizontal sum of v[l]. Every lane uses the same
+// addition tree, so a row's score does not depend on its slot in the tile.
+inline __m512 reduce16(const __m512* v) {
+  __m512 a[8], b[4];
+  for (int k = 0; k < 8; ++k)
+    a[k] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * k], v[2 * k + 1]),
+                         _mm512_unpackhi_ps(v[2 * k], v[2 * k + 1]));
+  for (int m = 0; m < 4; ++m) {
+    const __m512d x = _mm512_castps_pd(a[2 * m]), y = _mm512_castps_pd(a[2 * m + 1]);
+    b[m] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  const __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88),
+                                   _mm512_shuffle_f32x4(b[0], b[1], 0xDD));
+  const __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], 0x88),
+                                   _mm512_shuffle_f32x4(b[2], b[3], 0xDD));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88),
+                       _mm512_shuffle_f32x4(s01, s23, 0xDD));
+}
+
+inline __m512i reduce16(const __m512i* v) {
+  __m512i a[8], b[4];
+  for (int k = 0; k < 8; ++k)
+    a[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * k], v[2 * k + 1]),
+                            _mm512_unpackhi_epi32(v[2 * k], v[2 * k + 1]));
+  for (int m = 0; m < 4; ++m)
+    b[m] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * m], a[2 * m + 1]),
+                            _mm512_unpackhi_epi64(a[2 * m], a[2 * m + 1]));
+  const __m512i s01 = _mm512_add_epi32(_mm512_shuffle_i32x4(b[0], b[1], 0x88),
+                                       _mm512_shuffle_i32x4(b[0], b[1], 0xDD));
+  const __m512i s23 = _mm512_add_epi32(_mm512_shuffle_i32x4(b[2], b[3], 0x88),
+                                       _mm512_shuffle_i32x4(b[2], b[3], 0xDD));
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(s01, s23, 0x88),
+                          _mm512_shuffle_i32x4(s01, s23, 0xDD));
+}
+
+// Storage-specific inner step: acc[q*R+r] += q_chunk . row_chunk
+struct F32 {
+  using T = float;
+  using Q = float;
+  using Acc = __m512;
+  static constexpr size_t kStep = 16;  // elements per 64-byte chunk
+  static Acc zero() { return _mm512_setzero_ps(); }
+  static __m512 row(const T* p) { return _mm512_load_ps(p); }
+  static __m512 qry(const Q* p) { return _mm512_load_ps(p); }
+  static Acc mac(Acc a, __m512 x, __m512 q) { return _mm512_fmadd_ps(x, q, a); }
+};
+
+struct F16 {
+  using T = uint16_t;
+  using Q = float;
+  using Acc = __m512;
+  static constexpr size_t kStep = 16;  // 32 bytes of halves -> 16 floats
+  static Acc zero() { return _mm512_setzero_ps(); }
+  static __m512 row(const T* p) {
+    return _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static __m512 qry(const Q* p) { return _mm512_load_ps(p); }
+  static Acc mac(Acc a, __m512 x, __m512 q) { return _mm512_fmadd_ps(x, q, a); }
+};
+
+// VNNI multiplies u8 x s8: the query is shifted by +128 (xor of the sign bit)
+// and the epilogue subtracts 128 * sum(row codes).
+struct I8 {
+  using T = int8_t;
+  using Q = int8_t;
+  using Acc = __m512i;
+  static constexpr size_t kStep = 64;
+  static Acc zero() { return _mm512_setzero_si512(); }
+  static __m512i row(const T* p) { return _mm512_load_si512(p); }
+  static __m512i qry(const Q* p) {
+    return _mm512_xor_si512(_mm512_load_si512(p), _mm512_set1_epi8(static_cast<char>(0x80)));
+  }
+  static Acc mac(Acc a, __m512i x, __m512i q) { return _mm512_dpbusd_epi32(a, q, x); }
+};
+
+template <class S, int NQ, int NR>
+inline void tile(const typename S::Q* const* qp, const typename S::T* const* rp, size_t dpad,
+                 typename S::Acc* acc) {
+  static_assert(NQ * NR == 16, "tile must hold 16 accumulators");
+  for (int i = 0; i < 16; ++i) acc[i] = S::zero();
+  for (size_t j = 0; j < dpad; j += S::kStep) {
+#pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r) {
+      const auto x = S::row(rp[r] + j);
+#pragma GCC unroll 4
+      for (int q = 0; q < NQ; ++q) acc[q * NR + r] = S::mac(acc[q * NR + r], x, S::qry(qp[q] + j));
+    }
+  }
+}
+
+// Scores rows [0, nrows) for queries [q0, q0+NQ); raw results (float dots or
+// int32 code dots stored bit-for-bit) go to out.
+template <class S, int NQ, int NR>
+void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
+                 const uint32_t* ids, size_t nrows, size_t dpad, float* out, size_t ldo) {
+  const typename S::Q* qp[NQ];
+  for (int i = 0; i < NQ; ++i) qp[i] = q + (q0 + i) * dpad;
+  typename S::Acc acc[16];
+  alignas(64) float res[16];
+  for (size_t i = 0; i < nrows; i += NR) {
+    const typename S::T* rp[NR];
+    for (int r = 0; r < NR; ++r) {
+      const size_t ii = std::min(i + r, nrows - 1);  // tail rows repeat the last one
+      rp[r] = rows + (ids ? ids[ii] : ii) * dpad;
+    }
+    if (i + NR < nrows && !ids) _mm_prefetch(reinterpret_cast<const char*>(rp[0] + NR * dpad), _MM_HINT_T0);
+    tile<S, NQ, NR>(qp, rp, dpad, acc);
+    if constexpr (std::is_same_v<typename S::Acc, __m512>) {
+      _mm512_store_ps(res, reduce16(acc));
+    } else {
+      _mm512_store_si512(res, reduce16(acc));
+    }
+    const size_t nr = std::min<size_t>(NR, nrows - i);
+    for (int qq = 0; qq < NQ; ++qq) std::memcpy(out + (q0 + qq) * ldo + i, res + qq * NR, nr * 4);
+  }
+}
+
+template <class S>
+void score_all(const typename S::Q* q, size_t nq, const typename S::T* rows, const uint32_t* ids,
+               size_t nrows, size_t dpad, float* out, size_t ldo) {
+  if (nrows == 0) return;
+  size_t q0 = 0;
+  for (; q0 + 4 <= nq; q0 += 4) score_group<S, 4, 4>(q, q0, rows, ids, nrows, dpad, out, ldo);
+  for (; q0 + 2 <= nq; q0 += 2) score_group<S, 2, 8>(q, q0, rows, ids, nrows, dpad, out, ldo);
+  for (; q0 < nq; ++q0) score_group<S, 1, 16>(q, q0, rows, ids, nrows, dpad, out, ldo);
+}
+
+void score_f32(const float* q, size_t nq, const float* rows, const uint32_t* ids, size_t nrows,
+               size_t dpad, float* out, size_t ldo) {
+  score_all<F32>(q, nq, rows, ids, nrows, dpad, out, ldo);
+}
+
+void score_f16(const float* q, size_t nq, const uint16_t* rows, const uint32_t* ids,
+               size_t nrows, size_t dpad, float* out, size_t ldo) {
+  score_all<F16>(q, nq, rows, ids, nrows, dpad, out, ldo);
+}
+
+void score_i8(const int8_t* q, const float* qscale, size_t nq, const int8_t* rows,
+              const float* rscale, const int32_t* rsum, const uint32_t* ids, size_t nrows,
+              size_t dpad, float* out, size_t ldo) {
+  score_all<I8>(q, nq, rows, ids, nrows, dpad, out, ldo);
+  // Epilogue: raw = sum((q+128) x) -> score = qs * rs * (raw - 128 sum(x)).
+  for (size_t qi = 0; qi < nq; ++qi) {
+    float* o = out + qi * ldo;
+    const __m512 qs = _mm512_set1_ps(qscale[qi]);
+    size_t i = 0;
+    if (!ids) {
+      for (; i + 16 <= nrows; i += 16) {
+        const __m512i raw = _mm512_loadu_si512(o + i);
+        const __m512i dot = _mm512_sub_epi32(raw, _mm512_slli_epi32(_mm512_loadu_si512(rsum + i), 7));
+        const __m512 s = _mm512_mul_ps(_mm512_mul_ps(qs, _mm512_loadu_ps(rscale + i)),
+                                       _mm512_cvtepi32_ps(dot));
+        _mm512_storeu_ps(o + i, s);
+      }
+    }
+    for (; i < nrows; ++i) {
+      const size_t r = ids ? ids[i] : i;
+      int32_t raw;
+      std::memcpy(&raw, o + i, 4);
+      o[i] = (qscale[qi] * rscale[r]) * static_cast<float>(raw - (rsum[r] << 7));
+    }
+  }
+}
+
+size_t select_gt(const float* s, size_t n, float thr, uint32_t* idx) {
+  const __m512 t = _mm512_set1_ps(thr);
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  size_t cnt = 0, i = 0;
+  for (; i + 16 <= n; i += 16, pos = _mm512_add_epi32(pos, step)) {
+    const __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(s + i), t, _CMP_GT_OQ);
+    if (m) {
+      _mm512_mask_compressstoreu_epi32(idx + cnt, m, pos);
+      cnt += static_cast<size_t>(__builtin_popcount(m));
+    }
+  }
+  for (; i < n; ++i)
+    if (s[i] > thr) idx[cnt++] = static_cast<uint32_t>(i);
+  return cnt;
+}
+
+uint64_t stream_read(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 256 <= bytes; i += 256) {
+    a0 = _mm512_xor_si512(a0, _mm512_loadu_si512(c + i));
+    a1 = _mm512_xor_si512(a1, _mm512_loadu_si512(c + i + 64));
+    a2 = _mm512_xor_si512(a2, _mm512_loadu_si512(c + i + 128));
+    a3 = _mm512_xor_si512(a3, _mm512_loadu_si512(c + i + 192));
+  }
+  a0 = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+  uint64_t h = static_cast<uint64_t>(_mm512_reduce_or_epi64(a0));
+  for (; i < bytes; ++i) h ^= static_cast<unsigned char>(c[i]);
+  return h;
+}
+
+}  // namespace
+
+const Kernels kAvx512Kernels = {"avx512", score_f32, score_f16, score_i8, select_gt, stream_read};
+
+}  // namespace skulens

@@ -1,0 +1,26 @@
+"""Error hierarchy shared by the index, the catalogue and the service.
+
+Each class says which gRPC status it becomes, so the service maps errors in
+one place instead of guessing from messages.
+"""
+
+
+class SkulensError(Exception):
+    """Base of every error skulens raises on purpose."""
+
+    grpc_code = "INTERNAL"
+
+
+class InvalidArgument(SkulensError, ValueError):
+    """The caller sent something unusable (shape, dtype, NaN, bad k, bad filter)."""
+
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class NotFound(SkulensError, KeyError):
+    """An id the caller named does not exist."""
+
+    grpc_code = "NOT_FOUND"
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
