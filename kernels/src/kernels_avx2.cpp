@@ -12,6 +12,8 @@
 namespace skulens {
 namespace {
 
+constexpr size_t kL1Slice = 16 * 1024;  // bytes of rows kept in L1 across a batch
+
 // lane l = horizontal sum of v[l]; the same tree for every lane.
 inline __m256 reduce8(const __m256* v) {
   const __m256 a0 = _mm256_hadd_ps(v[0], v[1]), a1 = _mm256_hadd_ps(v[2], v[3]);
@@ -32,6 +34,7 @@ struct F32 {
   using T = float;
   using Q = float;
   using Acc = __m256;
+  static constexpr bool kFloat = true;
   static constexpr size_t kStep = 8;
   static Acc zero() { return _mm256_setzero_ps(); }
   static __m256 row(const T* p) { return _mm256_load_ps(p); }
@@ -43,6 +46,7 @@ struct F16 {
   using T = uint16_t;
   using Q = float;
   using Acc = __m256;
+  static constexpr bool kFloat = true;
   static constexpr size_t kStep = 8;
   static Acc zero() { return _mm256_setzero_ps(); }
   static __m256 row(const T* p) {
@@ -56,6 +60,7 @@ struct I8 {
   using T = int8_t;
   using Q = int8_t;
   using Acc = __m256i;
+  static constexpr bool kFloat = false;
   static constexpr size_t kStep = 16;
   static Acc zero() { return _mm256_setzero_si256(); }
   static __m256i row(const T* p) {
@@ -94,24 +99,36 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
       rp[r] = rows + (ids ? ids[ii] : ii) * dpad;
     }
     tile<S, NQ, NR>(qp, rp, dpad, acc);
-    if constexpr (std::is_same_v<typename S::Acc, __m256>) {
+    if constexpr (S::kFloat) {
       _mm256_store_ps(res, reduce8(acc));
     } else {
       _mm256_store_si256(reinterpret_cast<__m256i*>(res), reduce8(acc));
     }
-    const size_t nr = std::min<size_t>(NR, nrows - i);
-    for (int qq = 0; qq < NQ; ++qq) std::memcpy(out + (q0 + qq) * ldo + i, res + qq * NR, nr * 4);
+    if (i + NR <= nrows) {  // fixed-size copies compile to plain vector stores
+      for (int qq = 0; qq < NQ; ++qq) std::memcpy(out + (q0 + qq) * ldo + i, res + qq * NR, NR * 4);
+    } else {
+      for (int qq = 0; qq < NQ; ++qq)
+        for (size_t r = 0; i + r < nrows; ++r) out[(q0 + qq) * ldo + i + r] = res[qq * NR + r];
+    }
   }
 }
 
 template <class S>
 void score_all(const typename S::Q* q, size_t nq, const typename S::T* rows, const uint32_t* ids,
                size_t nrows, size_t dpad, float* out, size_t ldo) {
-  if (nrows == 0) return;
-  size_t q0 = 0;
-  for (; q0 + 4 <= nq; q0 += 4) score_group<S, 4, 2>(q, q0, rows, ids, nrows, dpad, out, ldo);
-  for (; q0 + 2 <= nq; q0 += 2) score_group<S, 2, 4>(q, q0, rows, ids, nrows, dpad, out, ldo);
-  for (; q0 < nq; ++q0) score_group<S, 1, 8>(q, q0, rows, ids, nrows, dpad, out, ldo);
+  // Rows in L1-sized slices; every query group sweeps a slice while it is hot,
+  // so each row chunk is fetched from memory once for the whole batch.
+  const size_t slice = std::max<size_t>(16, kL1Slice / (dpad * sizeof(typename S::T)) / 16 * 16);
+  for (size_t r0 = 0; r0 < nrows; r0 += slice) {
+    const size_t nr = std::min(slice, nrows - r0);
+    const typename S::T* base = ids ? rows : rows + r0 * dpad;
+    const uint32_t* sid = ids ? ids + r0 : nullptr;
+    float* o = out + r0;
+    size_t q0 = 0;
+    for (; q0 + 4 <= nq; q0 += 4) score_group<S, 4, 2>(q, q0, base, sid, nr, dpad, o, ldo);
+    for (; q0 + 2 <= nq; q0 += 2) score_group<S, 2, 4>(q, q0, base, sid, nr, dpad, o, ldo);
+    for (; q0 < nq; ++q0) score_group<S, 1, 8>(q, q0, base, sid, nr, dpad, o, ldo);
+  }
 }
 
 void score_f32(const float* q, size_t nq, const float* rows, const uint32_t* ids, size_t nrows,

@@ -46,7 +46,8 @@ def _as_matrix(x, dim: int, what: str) -> np.ndarray:
         raise InvalidArgument(f"{what} must be 1-D or 2-D, got shape {a.shape}")
     if a.shape[1] != dim:
         raise InvalidArgument(f"{what} have dimension {a.shape[1]}, the index has {dim}")
-    a = np.ascontiguousarray(a, dtype=np.float32)  # copies only when it must
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes Inf, caught below
+        a = np.ascontiguousarray(a, dtype=np.float32)  # copies only when it must
     finite = np.isfinite(a).all(axis=1)
     if not finite.all():
         raise InvalidArgument(f"{what} row {int(np.argmin(finite))} contains NaN or Inf")
