@@ -102,6 +102,15 @@ inline void tile(const typename S::Q* const* qp, const typename S::T* const* rp,
                  typename S::Acc* acc) {
   static_assert(NQ * NR == 16, "tile must hold 16 accumulators");
   for (int i = 0; i < 16; ++i) acc[i] = S::zero();
+  if constexpr (NQ == 1) {
+    // One query is memory-bound: walk the rows in address order so the
+    // hardware prefetcher sees one linear stream; out-of-order execution
+    // overlaps the 16 independent accumulation chains.
+#pragma GCC unroll 16
+    for (int r = 0; r < NR; ++r)
+      for (size_t j = 0; j < dpad; j += S::kStep) acc[r] = S::mac(acc[r], S::row(rp[r] + j), S::qry(qp[0] + j));
+    return;
+  }
   for (size_t j = 0; j < dpad; j += S::kStep) {
 #pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
@@ -127,7 +136,6 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
       const size_t ii = std::min(i + r, nrows - 1);  // tail rows repeat the last one
       rp[r] = rows + (ids ? ids[ii] : ii) * dpad;
     }
-    if (i + NR < nrows && !ids) _mm_prefetch(reinterpret_cast<const char*>(rp[0] + NR * dpad), _MM_HINT_T0);
     tile<S, NQ, NR>(qp, rp, dpad, acc);
     if constexpr (S::kFloat) {
       _mm512_store_ps(res, reduce16(acc));
