@@ -28,7 +28,7 @@ from skulens.index import ExactIndex, best_simd
 from skulens.synthetic import clustered, exact_topk, recall
 
 K = 10
-OUT = Path(__file__).parent / "out"
+OUT = Path(__file__).parent
 
 
 def numpy_search(x, q, k):
