@@ -24,3 +24,15 @@ class NotFound(SkulensError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class Unavailable(SkulensError):
+    """Not ready, or held by someone else (a catalogue open in another process)."""
+
+    grpc_code = "UNAVAILABLE"
+
+
+class CorruptCatalog(SkulensError):
+    """Stored data is damaged beyond what skulens repairs by itself (the database)."""
+
+    grpc_code = "DATA_LOSS"

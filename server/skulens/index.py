@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 import sys
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Protocol
 
 import numpy as np
 
@@ -73,10 +73,30 @@ def _check_k(k) -> int:
     return int(k)
 
 
+class Bits:
+    """A filter already packed as a little-endian bitset (bit i = id i), as the
+    catalogue's postings keep it: passed through without unpacking."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, packed: np.ndarray):
+        self.packed = packed  # uint8
+
+    def count(self) -> int:
+        return int(np.bitwise_count(self.packed).sum(dtype=np.int64))
+
+    def unpacked(self) -> np.ndarray:
+        return np.unpackbits(self.packed, bitorder="little").view(np.bool_)
+
+
 def allow_bitset(allow) -> np.ndarray | None:
     """A filter as the kernel's bitset: a boolean mask over ids, or a list of ids."""
     if allow is None:
         return None
+    if isinstance(allow, Bits):
+        packed = allow.packed
+        packed = np.concatenate([packed, np.zeros(-len(packed) % 8, dtype=np.uint8)])
+        return packed.view(np.uint64)
     a = np.asarray(allow)
     if a.dtype == np.bool_:
         if a.ndim != 1:
@@ -91,6 +111,24 @@ def allow_bitset(allow) -> np.ndarray | None:
     packed = np.packbits(mask, bitorder="little")
     packed = np.concatenate([packed, np.zeros(-len(packed) % 8, dtype=np.uint8)])
     return packed.view(np.uint64)
+
+
+class Index(Protocol):
+    """What the catalogue needs from an index (faiss's add/search/remove_ids).
+
+    Ids are the catalogue's slots: small non-negative integers that a delete
+    frees and a later insert reuses, so memory does not grow under churn.
+    """
+
+    dim: int
+
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def remove(self, ids: Iterable[int]) -> int: ...
+
+    def search(self, queries, k: int, allow=None) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def __len__(self) -> int: ...
 
 
 class ExactIndex:
@@ -165,6 +203,38 @@ class ExactIndex:
         if len(i) != len(x):
             raise InvalidArgument(f"{len(i)} ids but {len(x)} vectors")
         self._call(self._ix.set, i, x)
+
+    def upsert(self, ids, vectors) -> None:
+        """Write rows at the given ids: overwrite below ntotal, append beyond it.
+
+        Ids past the end need not be contiguous: the gaps become removed rows,
+        so a caller that allocates ids itself (the catalogue's slots) can use
+        them directly.
+        """
+        x = _as_matrix(vectors, self.dim, "vectors")
+        i = _as_ids(ids)
+        if len(i) != len(x):
+            raise InvalidArgument(f"{len(i)} ids but {len(x)} vectors")
+        if len(i) == 0:
+            return
+        if i.min() < 0:
+            raise InvalidArgument("ids must be >= 0")
+        if len(np.unique(i)) != len(i):
+            raise InvalidArgument("ids must be unique within one upsert")
+        n = self.ntotal
+        old = i < n
+        if old.any():
+            self.set(i[old], x[old])
+        if not old.all():
+            new_ids, new_x = i[~old], x[~old]
+            top = int(new_ids.max()) + 1
+            block = np.zeros((top - n, self.dim), dtype=np.float32)
+            block[:, 0] = 1.0  # placeholder for gaps; removed below
+            block[new_ids - n] = new_x
+            self._call(self._ix.add, block)
+            gaps = np.setdiff1d(np.arange(n, top), new_ids, assume_unique=True)
+            if len(gaps):
+                self._call(self._ix.remove, gaps.astype(np.int64))
 
     def remove(self, ids: Iterable[int]) -> int:
         """Tombstone ids; returns how many were live. Unknown ids raise."""

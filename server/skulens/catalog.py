@@ -1,0 +1,569 @@
+"""The product catalogue: SQLite truth, exact kernel + HNSW in memory, filters.
+
+Write path: validate everything -> one SQLite transaction (the ack point) ->
+apply to the in-memory indexes under the write side of a reader-writer lock.
+A write returns only after both, so the next search sees it.
+
+Search path: parse filter -> bitset of slots -> exact kernel scan (small
+catalogue, selective filter, or mode="exact") or HNSW candidates, re-scored by
+the kernel's `rerank` in mode="auto" -> ids.
+
+Each product lives in a *slot*: its row in the kernel and its label in the
+graph. Deletes free slots, inserts reuse the lowest free one, so memory follows
+the live count, not the history. Slots are stored in SQLite, so a snapshot
+and the database agree on them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import heapq
+import json
+import logging
+import numbers
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from . import filters as flt
+from . import snapshot as snap
+from .errors import InvalidArgument, SkulensError, Unavailable
+from .hnsw import LIVE, HnswIndex, ShortResult
+from .index import STORAGES, ExactIndex
+from .locks import RWLock
+from .store import Store, encode_attributes
+
+log = logging.getLogger("skulens.catalog")
+
+MAX_ID_BYTES = 256
+MAX_TEXT = 4096
+MAX_ATTRIBUTES = 64
+MAX_K = 10_000
+MAX_THUMBNAIL = 1 << 20
+MODES = ("auto", "exact", "ann")
+
+# Measured by `python bench/catalog_bench.py --calibrate` (docs/catalog.md):
+# below these many candidate rows an exact scan is as fast as HNSW at
+# recall 0.98, and it is exact.
+EXACT_BELOW = 20_000
+EXACT_FILTERED_BELOW = 50_000
+
+
+@dataclass(slots=True)
+class Product:
+    id: str
+    sku: str = ""
+    title: str = ""
+    category: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+    vector: np.ndarray | None = None
+    text_vector: np.ndarray | None = None
+    created: float | None = None
+    updated: float | None = None
+    thumbnail: bytes | None = None  # small reference image (JPEG/PNG); stored apart, not returned by get
+
+
+@dataclass(slots=True, frozen=True)
+class Hit:
+    id: str
+    score: float
+
+
+_FIELDS = set(Product.__dataclass_fields__)
+
+
+class Catalog:
+    """A durable catalogue of products searchable by cosine similarity."""
+
+    # --- opening -----------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str, dim: int, *, storage: str = "fp32", M: int = 16, ef_construction: int = 100,
+             ef: int = 64, threads: int | None = None, exact_below: int = EXACT_BELOW,
+             exact_filtered_below: int = EXACT_FILTERED_BELOW, snapshot_every: int = 100_000,
+             keep_snapshots: int = 2, progress: bool = False) -> "Catalog":
+        """Open (or create) the catalogue in folder `path` for `dim`-d vectors."""
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 0 < dim <= 65536:
+            raise InvalidArgument(f"dim must be an integer in 1..65536, got {dim!r}")
+        if storage not in STORAGES:
+            raise InvalidArgument(f"storage must be one of {STORAGES}, got {storage!r}")
+        self = cls.__new__(cls)
+        self.path = os.fspath(path)
+        self.dim = int(dim)
+        self.storage = storage
+        self.params = {"dim": self.dim, "M": int(M), "ef_construction": int(ef_construction)}
+        self.ef = int(ef)
+        self.threads = threads
+        self.exact_below = int(exact_below)
+        self.exact_filtered_below = int(exact_filtered_below)
+        self.snapshot_every = int(snapshot_every)
+        self.keep_snapshots = int(keep_snapshots)
+        self._progress = progress
+        self._closed = True
+        os.makedirs(self.path, exist_ok=True)
+        self._lock_fd = os.open(os.path.join(self.path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise Unavailable(f"catalogue {self.path} is open in another process") from None
+        try:
+            t0 = time.perf_counter()
+            self._store = Store(os.path.join(self.path, "catalog.db"), self.dim)
+            self._load()
+            self.startup_s = time.perf_counter() - t0
+        except BaseException:
+            if hasattr(self, "_store"):
+                self._store.close()
+            os.close(self._lock_fd)
+            raise
+        self._closed = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._bg = threading.Thread(target=self._checkpointer, name="skulens-checkpoint", daemon=True)
+        self._bg.start()
+        if self._changes >= self.snapshot_every:
+            self._wake.set()
+        return self
+
+    def _load(self) -> None:
+        """Rebuild memory from the newest valid snapshot plus newer rows, or from SQLite alone."""
+        self._rw = RWLock()
+        self._wmu = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._counts = {"exact": 0, "ann": 0, "auto_exact": 0, "auto_ann": 0, "ann_fallback": 0}
+        rows = self._store.scan_meta()
+        self._high = max((r[1] for r in rows), default=-1) + 1
+        cap = max(self._high, 1024)
+        self._slot_id: list[str | None] = [None] * self._high
+        self._slot_terms: list[tuple | None] = [None] * self._high
+        self._slot_seq = np.zeros(cap, dtype=np.int64)
+        self._id_slot: dict[str, int] = {}
+        self._postings = flt.Postings()
+        self._postings.grow(cap)
+        for pid, slot, seq, category, attrs in rows:
+            self._id_slot[pid] = slot
+            self._slot_id[slot] = pid
+            self._slot_seq[slot] = seq
+            terms = flt.terms_of(category, json.loads(attrs))
+            self._slot_terms[slot] = terms
+            self._postings.add(slot, terms)
+        used = np.zeros(self._high, dtype=bool)
+        used[[r[1] for r in rows]] = True
+        self._free = np.flatnonzero(~used).tolist()  # sorted: already a heap
+        self._exact = ExactIndex(self.dim, self.storage, threads=self.threads)
+
+        self._graph, base = self._load_snapshot(rows)
+        if self._graph is None:
+            self._graph = HnswIndex(self.dim, self.params["M"], self.params["ef_construction"], self.ef,
+                                    self.threads, capacity=cap)
+        self._graph.ef = self.ef
+        todo = self._store.count_after(base)
+        bar = _progress(todo, "indexing", self._progress and todo > 10_000)
+        for slots, vecs in self._store.vectors_after(base):
+            self._exact.upsert(slots, vecs)
+            self._graph.upsert(slots, vecs)
+            bar.update(len(slots))
+        bar.close()
+        self._snapshot_seq = base
+        self._changes = todo
+        log.info("catalogue %s: %d products, %d rows replayed after snapshot seq %d",
+                 self.path, len(rows), todo, base)
+
+    def _load_snapshot(self, rows) -> tuple[HnswIndex | None, int]:
+        root = os.path.join(self.path, "snapshots")
+        seqs = snap.list_snapshots(root)
+        if not seqs:
+            if rows:
+                log.warning("catalogue %s: no snapshot; rebuilding the indexes from SQLite", self.path)
+            return None, 0
+        slots = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        seqs_db = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
+        for s in seqs:
+            try:
+                if s > self._store.seq:
+                    raise ValueError(f"newer than the database (seq {self._store.seq})")
+                graph, snap_seq = snap.load(root, s, self.params, self.threads)
+                old = seqs_db <= s  # rows unchanged since the snapshot must be in it as they are
+                keep = slots[old]
+                if len(keep) and (keep.max() >= len(snap_seq) or keep.max() >= len(graph._state)
+                                  or (snap_seq[keep] != seqs_db[old]).any()
+                                  or (graph._state[keep] != LIVE).any()):
+                    raise ValueError("disagrees with the database")
+            except (ValueError, OSError, RuntimeError) as e:
+                log.warning("catalogue %s: snapshot %d unusable (%s); trying an older one", self.path, s, e)
+                continue
+            # Rows the snapshot has but the database changed or dropped are hidden;
+            # rows changed after it are replayed by the caller.
+            stale = np.flatnonzero(graph._state == LIVE)
+            stale = np.setdiff1d(stale, keep)
+            graph.remove(stale)
+            keep = np.sort(keep)
+            for i in range(0, len(keep), 65536):
+                part = keep[i:i + 65536]
+                self._exact.upsert(part, graph.vectors(part))
+            return graph, s
+        log.warning("catalogue %s: no usable snapshot; rebuilding the indexes from SQLite", self.path)
+        return None, 0
+
+    # --- lifecycle ---------------------------------------------------------------
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Write a snapshot if anything changed, then release the folder."""
+        if self._closed:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._bg.join()
+        with self._wmu:
+            if self._changes:
+                self._checkpoint_locked()
+            self._rw.acquire_write()
+            self._closed = True
+            self._rw.release_write()
+            self._store.close()
+            os.close(self._lock_fd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable(f"catalogue {self.path} is closed")
+
+    # --- writes ------------------------------------------------------------------
+    def upsert(self, products: Iterable) -> int:
+        """Insert or replace products in one durable transaction; returns its seq."""
+        if isinstance(products, (Product, dict)):
+            products = [products]
+        items = [self._coerce(p) for p in products]
+        if not items:
+            return self._store.seq
+        ids = [p.id for p in items]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("the same product id appears twice in one upsert")
+        with self._wmu:
+            self._check_open()
+            now = time.time()
+            slots, fresh = [], []
+            for p in items:
+                s = self._id_slot.get(p.id)
+                if s is None:
+                    s = self._alloc()
+                    fresh.append(s)
+                slots.append(s)
+            rows = [(p.id, s, p.sku, p.title, p.category, encode_attributes(p.attributes),
+                     p.vector.tobytes(), None if p.text_vector is None else p.text_vector.tobytes(), now, now)
+                    for p, s in zip(items, slots)]
+            thumbs = [(p.id, p.thumbnail) for p in items if p.thumbnail is not None]
+            try:
+                seq = self._store.write(rows, [], thumbs)
+            except BaseException:
+                for s in fresh:
+                    heapq.heappush(self._free, s)
+                raise
+            self._apply_upserts(items, np.asarray(slots, dtype=np.int64), seq)
+            self._wrote(len(items))
+        return seq
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete products by id in one durable transaction; returns how many existed."""
+        if isinstance(ids, str):
+            ids = [ids]
+        ids = list(dict.fromkeys(ids))
+        for i in ids:
+            _check_id(i)
+        with self._wmu:
+            self._check_open()
+            present = [i for i in ids if i in self._id_slot]
+            if not present:
+                return 0
+            self._store.write([], present)
+            self._rw.acquire_write()
+            try:
+                for i in present:
+                    s = self._id_slot.pop(i)
+                    self._exact.remove([s])
+                    self._graph.remove([s])
+                    self._postings.remove(s, self._slot_terms[s])
+                    self._slot_id[s] = self._slot_terms[s] = None
+                    self._slot_seq[s] = 0
+                    heapq.heappush(self._free, s)
+            finally:
+                self._rw.release_write()
+            self._wrote(len(present))
+        return len(present)
+
+    def _alloc(self) -> int:
+        if self._free:
+            return heapq.heappop(self._free)
+        s = self._high
+        self._high += 1
+        self._slot_id.append(None)
+        self._slot_terms.append(None)
+        if s >= len(self._slot_seq):
+            self._slot_seq = np.concatenate([self._slot_seq, np.zeros(len(self._slot_seq), np.int64)])
+            self._postings.grow(len(self._slot_seq))
+        return s
+
+    def _apply_upserts(self, items: list[Product], slots: np.ndarray, seq: int, chunk: int = 256) -> None:
+        vecs = np.stack([p.vector for p in items])
+        # Chunks keep each exclusive hold short, so searches keep flowing during a bulk load.
+        for a in range(0, len(items), chunk):
+            b = min(a + chunk, len(items))
+            self._rw.acquire_write()
+            try:
+                self._exact.upsert(slots[a:b], vecs[a:b])
+                self._graph.upsert(slots[a:b], vecs[a:b])
+                for p, s in zip(items[a:b], slots[a:b].tolist()):
+                    old = self._slot_terms[s]
+                    if old is not None:
+                        self._postings.remove(s, old)
+                    terms = flt.terms_of(p.category, p.attributes)
+                    self._postings.add(s, terms)
+                    self._slot_terms[s] = terms
+                    self._slot_id[s] = p.id
+                    self._id_slot[p.id] = s
+                    self._slot_seq[s] = seq
+            finally:
+                self._rw.release_write()
+
+    def _wrote(self, n: int) -> None:
+        self._changes += n
+        if self._changes >= self.snapshot_every:
+            self._wake.set()
+
+    # --- snapshots ---------------------------------------------------------------
+    def checkpoint(self) -> int:
+        """Write a snapshot of the indexes now; returns the seq it contains."""
+        with self._wmu:
+            self._check_open()
+            return self._checkpoint_locked()
+
+    def _checkpoint_locked(self) -> int:
+        seq = self._store.seq
+        if seq != self._snapshot_seq:
+            # Writers are held off by _wmu; searches go on (saving only reads the graph).
+            snap.write(os.path.join(self.path, "snapshots"), seq, self._graph, self._slot_seq[: self._high],
+                       self.params, self.keep_snapshots)
+            self._snapshot_seq = seq
+        self._changes = 0
+        return seq
+
+    def _checkpointer(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                with self._wmu:
+                    if not self._closed and self._changes >= self.snapshot_every:
+                        self._checkpoint_locked()
+            except Exception:  # a failed snapshot costs start-up time, never data
+                log.exception("catalogue %s: background snapshot failed", self.path)
+
+    def snapshot(self, dest: str) -> str:
+        """A consistent backup in folder dest (SQLite online backup + index snapshot)
+        while searches go on; writes wait until it is done."""
+        dest = os.fspath(dest)
+        if os.path.exists(dest) and os.listdir(dest):
+            raise InvalidArgument(f"backup folder {dest} is not empty")
+        with self._wmu:
+            self._check_open()
+            os.makedirs(dest, exist_ok=True)
+            self._store.backup(os.path.join(dest, "catalog.db"))
+            snap.write(os.path.join(dest, "snapshots"), self._store.seq, self._graph,
+                       self._slot_seq[: self._high], self.params, 1)
+        return dest
+
+    @classmethod
+    def restore(cls, src: str, path: str, dim: int, *, overwrite: bool = False, **options) -> "Catalog":
+        """Copy the backup in src to folder path and open it there."""
+        if not os.path.isfile(os.path.join(src, "catalog.db")):
+            raise InvalidArgument(f"{src} is not a skulens backup (no catalog.db)")
+        if os.path.exists(os.path.join(path, "catalog.db")):
+            if not overwrite:
+                raise InvalidArgument(f"{path} already holds a catalogue; pass overwrite=True to replace it")
+            shutil.rmtree(path)
+        shutil.copytree(src, path, dirs_exist_ok=True)
+        return cls.open(path, dim, **options)
+
+    # --- reads -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._id_slot)
+
+    def __contains__(self, id_) -> bool:
+        return id_ in self._id_slot
+
+    def get(self, id_: str) -> Product | None:
+        _check_id(id_)
+        self._check_open()
+        r = self._store.get([id_]).get(id_)
+        return None if r is None else _product(r)
+
+    def get_many(self, ids: list[str]) -> dict[str, Product]:
+        for i in ids:
+            _check_id(i)
+        self._check_open()
+        return {k: _product(r) for k, r in self._store.get(list(ids)).items()}
+
+    def thumbnail(self, id_: str) -> bytes | None:
+        _check_id(id_)
+        self._check_open()
+        return self._store.thumbnail(id_)
+
+    def search(self, vector, k: int = 10, filters=None, mode: str = "auto", ef: int | None = None) -> list[Hit]:
+        """Products most similar to `vector`, best first (at most k; k whenever k match)."""
+        q = _unit(vector, self.dim, "query vector")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_K:
+            raise InvalidArgument(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+        if mode not in MODES:
+            raise InvalidArgument(f"mode must be one of {MODES}, got {mode!r}")
+        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, numbers.Integral)
+                               or not 1 <= ef <= MAX_K):
+            raise InvalidArgument(f"ef must be an integer in 1..{MAX_K}, got {ef!r}")
+        clauses = flt.parse(filters)
+        self._rw.acquire_read()
+        try:
+            self._check_open()
+            allow = None
+            n = len(self._id_slot)
+            if clauses:
+                allow = self._postings.mask(clauses, self._high)
+                n = allow.count()
+            if n == 0:
+                return []
+            exact_max = self.exact_filtered_below if allow is not None else self.exact_below
+            route = "exact" if mode == "exact" or (mode == "auto" and n <= exact_max) else "ann"
+            if route == "ann":
+                try:
+                    scores, slots = self._graph.search(q, k, allow, ef, allowed=n if allow is not None else None)
+                except ShortResult:
+                    route = "fallback"
+                else:
+                    if mode == "auto":
+                        scores = self._exact.rerank(q, slots)
+                        order = np.lexsort((slots, -scores))[:k]
+                        scores, slots = scores[order], slots[order]
+                    else:
+                        scores, slots = scores[:k], slots[:k]
+            if route != "ann":
+                scores, slots = self._exact.search(q, k, allow)
+                scores, slots = scores[0], slots[0]
+                good = slots >= 0
+                scores, slots = scores[good], slots[good]
+            sid = self._slot_id
+            hits = [Hit(sid[s], sc) for s, sc in zip(slots.tolist(), scores.tolist())]
+        finally:
+            self._rw.release_read()
+        key = {"fallback": "ann_fallback"}.get(route, route if mode != "auto" else f"auto_{route}")
+        with self._stats_lock:
+            self._counts[key] += 1
+        return hits
+
+    def stats(self) -> dict:
+        self._check_open()
+        with self._stats_lock:
+            counts = dict(self._counts)
+        return {
+            "products": len(self), "dim": self.dim, "storage": self.storage, "slots": self._high,
+            "free_slots": len(self._free), "seq": self._store.seq, "snapshot_seq": self._snapshot_seq,
+            "changes_since_snapshot": self._changes, "db_bytes": self._store.size_bytes(),
+            "hnsw": {**self.params, "ef": self.ef, "capacity": self._graph.capacity,
+                     "deleted": self._graph.deleted_count()},
+            "exact_below": self.exact_below, "exact_filtered_below": self.exact_filtered_below,
+            "searches": counts, "startup_s": round(self.startup_s, 3),
+        }
+
+    # --- input checking ----------------------------------------------------------
+    def _coerce(self, p) -> Product:
+        if isinstance(p, dict):
+            extra = set(p) - _FIELDS
+            if extra:
+                raise InvalidArgument(f"unknown product field(s) {sorted(extra)}; expected {sorted(_FIELDS)}")
+            if "id" not in p:
+                raise InvalidArgument("product has no id")
+            p = Product(**p)
+        elif not isinstance(p, Product):
+            raise InvalidArgument(f"a product must be a Product or a dict, got {type(p).__name__}")
+        _check_id(p.id)
+        what = f"product {p.id!r}"
+        text = {}
+        for name in ("sku", "title", "category"):
+            v = getattr(p, name)
+            v = "" if v is None else v
+            if not isinstance(v, str) or len(v) > MAX_TEXT:
+                raise InvalidArgument(f"{what}: {name} must be a string of at most {MAX_TEXT} characters")
+            text[name] = v
+        attrs = {} if p.attributes is None else p.attributes
+        if not isinstance(attrs, dict) or len(attrs) > MAX_ATTRIBUTES:
+            raise InvalidArgument(f"{what}: attributes must be a dict of at most {MAX_ATTRIBUTES} entries")
+        for k, v in attrs.items():
+            if not isinstance(k, str) or not isinstance(v, str) or not k or len(k) > 256 or len(v) > MAX_TEXT:
+                raise InvalidArgument(f"{what}: attribute {k!r}={v!r} must map a non-empty string "
+                                      f"to a string")
+            if k == "category":
+                raise InvalidArgument(f"{what}: 'category' is a product field, not an attribute")
+        if p.vector is None:
+            raise InvalidArgument(f"{what} has no vector")
+        vec = _unit(p.vector, self.dim, f"{what} vector")
+        tvec = None if p.text_vector is None else _unit(p.text_vector, self.dim, f"{what} text_vector")
+        if p.thumbnail is not None and (not isinstance(p.thumbnail, (bytes, bytearray))
+                                        or len(p.thumbnail) > MAX_THUMBNAIL):
+            raise InvalidArgument(f"{what}: thumbnail must be bytes of at most {MAX_THUMBNAIL}")
+        return Product(p.id, text["sku"], text["title"], text["category"], dict(attrs), vec, tvec,
+                       thumbnail=None if p.thumbnail is None else bytes(p.thumbnail))
+
+
+def _check_id(i) -> None:
+    if not isinstance(i, str) or not i:
+        raise InvalidArgument(f"a product id must be a non-empty string, got {i!r}")
+    if len(i.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise InvalidArgument(f"product id longer than {MAX_ID_BYTES} bytes: {i[:40]!r}...")
+
+
+def _unit(v, dim: int, what: str) -> np.ndarray:
+    """A finite non-zero vector of `dim` floats, L2-normalised as float32."""
+    try:
+        a = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"{what} must be numeric: {e}") from None
+    if a.ndim == 2 and a.shape[0] == 1:
+        a = a[0]
+    if a.shape != (dim,):
+        raise InvalidArgument(f"{what} has shape {a.shape}; the catalogue holds {dim}-d vectors")
+    if not np.isfinite(a).all():
+        raise InvalidArgument(f"{what} contains NaN or Inf")
+    norm = np.linalg.norm(a)
+    if norm == 0 or not np.isfinite(norm):
+        raise InvalidArgument(f"{what} is zero (or its norm overflows); cosine needs a direction")
+    return (a / norm).astype(np.float32)
+
+
+def _product(r) -> Product:
+    return Product(r.id, r.sku, r.title, r.category, r.attributes, r.vector, r.text_vector, r.created, r.updated)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, desc: str, show: bool):
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="product", smoothing=0.1)
+
+
+__all__ = ["Catalog", "Product", "Hit", "SkulensError"]

@@ -1,0 +1,109 @@
+"""Snapshot files of the in-memory indexes: a cache of the database, never the truth.
+
+A snapshot is a folder `snapshots/<seq>/` holding the HNSW graph, its per-slot
+state, and `slot_seq` (the change seq of the version each slot holds), plus a
+manifest with sizes and CRC32s written last. It is built in a temporary folder,
+each file fsynced, then renamed into place and the parent fsynced, so a crash
+leaves either the whole snapshot or a temporary folder that start-up deletes.
+The exact kernel is not stored: it is rebuilt from the graph's own vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import zlib
+
+import numpy as np
+
+from .hnsw import HnswIndex
+
+log = logging.getLogger("skulens.snapshot")
+
+VERSION = 1
+GRAPH, STATE, SLOT_SEQ, MANIFEST = "hnsw.bin", "hnsw_state.npy", "slot_seq.npy", "manifest.json"
+
+
+def _crc(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write(root: str, seq: int, graph: HnswIndex, slot_seq: np.ndarray, params: dict, keep: int = 2) -> str:
+    """Write snapshot `seq` under root; keep the newest `keep`; returns its folder."""
+    os.makedirs(root, exist_ok=True)
+    final = os.path.join(root, f"{seq:020d}")
+    if os.path.isdir(final):
+        return final
+    tmp = os.path.join(root, f".tmp-{seq:020d}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    graph.save(os.path.join(tmp, GRAPH), os.path.join(tmp, STATE))
+    np.save(os.path.join(tmp, SLOT_SEQ), slot_seq)
+    files = {}
+    for name in (GRAPH, STATE, SLOT_SEQ):
+        p = os.path.join(tmp, name)
+        _fsync(p)
+        files[name] = {"bytes": os.path.getsize(p), "crc32": _crc(p)}
+    manifest = {"version": VERSION, "seq": seq, "params": params, "files": files}
+    with open(os.path.join(tmp, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync(tmp)
+    os.rename(tmp, final)
+    _fsync(root)
+    for old in list_snapshots(root)[keep:]:
+        shutil.rmtree(os.path.join(root, f"{old:020d}"), ignore_errors=True)
+    return final
+
+
+def list_snapshots(root: str) -> list[int]:
+    """Seqs of complete-looking snapshots, newest first; removes leftover temporaries."""
+    if not os.path.isdir(root):
+        return []
+    seqs = []
+    for name in os.listdir(root):
+        if name.startswith(".tmp-"):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        elif name.isdigit():
+            seqs.append(int(name))
+    return sorted(seqs, reverse=True)
+
+
+def load(root: str, seq: int, params: dict, threads: int | None):
+    """(graph, slot_seq) of snapshot seq; raises ValueError when it is damaged
+    or was built with other parameters."""
+    folder = os.path.join(root, f"{seq:020d}")
+    try:
+        with open(os.path.join(folder, MANIFEST)) as f:
+            m = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"manifest unreadable: {e}") from None
+    if m.get("version") != VERSION or m.get("seq") != seq:
+        raise ValueError(f"manifest version/seq mismatch ({m.get('version')}, {m.get('seq')})")
+    if {k: m["params"].get(k) for k in params} != params:
+        raise ValueError(f"built with {m['params']}, now {params}")
+    for name, want in m["files"].items():
+        p = os.path.join(folder, name)
+        if not os.path.exists(p) or os.path.getsize(p) != want["bytes"] or _crc(p) != want["crc32"]:
+            raise ValueError(f"{name} does not match its checksum")
+    graph = HnswIndex.load(os.path.join(folder, GRAPH), os.path.join(folder, STATE), dim=params["dim"],
+                           M=params["M"], ef_construction=params["ef_construction"], threads=threads)
+    slot_seq = np.load(os.path.join(folder, SLOT_SEQ))
+    if slot_seq.dtype != np.int64 or slot_seq.ndim != 1:
+        raise ValueError("slot_seq has the wrong type")
+    return graph, slot_seq

@@ -1,0 +1,203 @@
+"""SQLite, the catalogue's source of truth: products, their vectors, and the
+change sequence that snapshots of the in-memory indexes are measured against.
+
+WAL journal with synchronous=FULL: a transaction is on disk when commit
+returns, so a write is acknowledged only after that. Every write bumps `seq`
+(in `meta`) in the same transaction and stamps the rows it touches with it, so
+"what changed after a snapshot" is `WHERE seq > ?` plus the slots a snapshot
+has that the table no longer does.
+
+One connection writes (the catalogue serialises writers); readers get their
+own connection per thread (WAL lets them read while the writer commits).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import CorruptCatalog, InvalidArgument
+
+FORMAT = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products (
+    id          TEXT PRIMARY KEY,
+    slot        INTEGER NOT NULL UNIQUE,
+    seq         INTEGER NOT NULL,
+    sku         TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    attributes  TEXT NOT NULL,
+    vector      BLOB NOT NULL,
+    text_vector BLOB,
+    created     REAL NOT NULL,
+    updated     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS products_seq ON products (seq);
+CREATE TABLE IF NOT EXISTS thumbnails (id TEXT PRIMARY KEY, image BLOB NOT NULL);
+"""
+
+_COLUMNS = "id, slot, seq, sku, title, category, attributes, vector, text_vector, created, updated"
+
+
+@dataclass(slots=True)
+class Row:
+    id: str
+    slot: int
+    seq: int
+    sku: str
+    title: str
+    category: str
+    attributes: dict
+    vector: np.ndarray
+    text_vector: np.ndarray | None
+    created: float
+    updated: float
+
+
+def _row(r) -> Row:
+    return Row(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]),
+               np.frombuffer(r[7], dtype="<f4").copy(),
+               None if r[8] is None else np.frombuffer(r[8], dtype="<f4").copy(), r[9], r[10])
+
+
+class Store:
+    """The products table and its change sequence."""
+
+    def __init__(self, path: str, dim: int, create: bool = True):
+        self.path = path
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        try:
+            self._w = self._connect()
+            self._w.executescript(_SCHEMA)
+            meta = dict(self._w.execute("SELECT key, value FROM meta"))
+            if not meta:
+                with self._w:
+                    self._w.executemany("INSERT INTO meta VALUES (?, ?)",
+                                        [("format", FORMAT), ("dim", str(dim)), ("seq", "0")])
+                meta = dict(self._w.execute("SELECT key, value FROM meta"))
+        except sqlite3.DatabaseError as e:
+            raise CorruptCatalog(f"catalogue database {path} is unreadable: {e}") from None
+        if meta.get("format") != FORMAT:
+            raise CorruptCatalog(f"{path}: unknown catalogue format {meta.get('format')!r}")
+        self.dim = int(meta["dim"])
+        if self.dim != dim:
+            raise InvalidArgument(f"catalogue at {path} holds {self.dim}-d vectors; opened with dim={dim}")
+        self.seq = int(meta["seq"])
+
+    def _connect(self) -> sqlite3.Connection:
+        c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=FULL")
+        c.execute("PRAGMA foreign_keys=ON")
+        return c
+
+    def _reader(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = self._connect()
+            c.execute("PRAGMA query_only=ON")
+            self._local.conn = c
+            with self._readers_lock:
+                self._readers.append(c)
+        return c
+
+    # --- writes (caller serialises) ----------------------------------------
+    def write(self, upserts: list[tuple], deletes: list[str], thumbs: list[tuple] = ()) -> int:
+        """One durable transaction; returns its seq. upserts are rows in _COLUMNS
+        order without seq (filled in here)."""
+        seq = self.seq + 1
+        c = self._w
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            if deletes:
+                c.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in deletes])
+                c.executemany("DELETE FROM thumbnails WHERE id = ?", [(i,) for i in deletes])
+            if upserts:
+                c.executemany(
+                    f"INSERT INTO products ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(id) DO UPDATE SET slot=excluded.slot, seq=excluded.seq, sku=excluded.sku, "
+                    "title=excluded.title, category=excluded.category, attributes=excluded.attributes, "
+                    "vector=excluded.vector, text_vector=excluded.text_vector, updated=excluded.updated",
+                    [(r[0], r[1], seq, *r[2:]) for r in upserts])
+            if thumbs:
+                c.executemany("INSERT OR REPLACE INTO thumbnails VALUES (?, ?)", thumbs)
+            c.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (str(seq),))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        self.seq = seq
+        return seq
+
+    # --- reads ---------------------------------------------------------------
+    def get(self, ids: list[str]) -> dict[str, Row]:
+        c = self._reader()
+        out = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            q = f"SELECT {_COLUMNS} FROM products WHERE id IN ({','.join('?' * len(chunk))})"
+            for r in c.execute(q, chunk):
+                out[r[0]] = _row(r)
+        return out
+
+    def thumbnail(self, id_: str) -> bytes | None:
+        r = self._reader().execute("SELECT image FROM thumbnails WHERE id = ?", (id_,)).fetchone()
+        return None if r is None else r[0]
+
+    def scan_meta(self):
+        """(id, slot, seq, category, attributes-json) of every product, for start-up."""
+        try:
+            return self._w.execute("SELECT id, slot, seq, category, attributes FROM products").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise CorruptCatalog(f"catalogue database {self.path} is damaged: {e}") from None
+
+    def vectors_after(self, seq: int, chunk: int = 8192):
+        """Yield (slots, vectors) for rows changed after seq, in chunks."""
+        try:
+            cur = self._w.execute("SELECT slot, vector FROM products WHERE seq > ?", (seq,))
+            while rows := cur.fetchmany(chunk):
+                slots = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
+                yield slots, vecs
+        except sqlite3.DatabaseError as e:
+            raise CorruptCatalog(f"catalogue database {self.path} is damaged: {e}") from None
+
+    def count_after(self, seq: int) -> int:
+        return self._w.execute("SELECT count(*) FROM products WHERE seq > ?", (seq,)).fetchone()[0]
+
+    def size_bytes(self) -> int:
+        pc, ps = (self._w.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
+        return pc * ps
+
+    def backup(self, dest_path: str) -> None:
+        """A consistent copy through SQLite's online backup (readers carry on)."""
+        dst = sqlite3.connect(dest_path)
+        try:
+            self._w.backup(dst)
+            dst.execute("PRAGMA journal_mode=WAL")
+        finally:
+            dst.close()
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for c in self._readers:
+                try:
+                    c.close()
+                except sqlite3.ProgrammingError:  # closed from another thread's view
+                    pass
+            self._readers.clear()
+        self._w.close()
+
+
+def encode_attributes(attributes: dict[str, str]) -> str:
+    return json.dumps(attributes, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
