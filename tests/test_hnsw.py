@@ -1,0 +1,122 @@
+"""HnswIndex (hnswlib behind the Index interface): growth, in-place updates,
+slot reuse, recall, filters, persistence."""
+
+import numpy as np
+import pytest
+
+from skulens.errors import InvalidArgument
+from skulens.hnsw import HnswIndex, ShortResult
+from skulens.index import Bits
+from skulens.synthetic import clustered, exact_topk, recall
+
+D = 32
+
+
+def _bits(mask):
+    return Bits(np.packbits(mask, bitorder="little"))
+
+
+def test_grows_past_its_capacity():
+    x = clustered(3000, D, seed=1)
+    h = HnswIndex(D, capacity=16)
+    for a in range(0, 3000, 500):
+        h.upsert(np.arange(a, a + 500), x[a:a + 500])
+    assert len(h) == 3000 and h.capacity >= 3000
+    _, ids = h.search(x[1234], 1)
+    assert ids[0] == 1234
+
+
+def test_recall_at_ef_128():
+    x, q = clustered(20000, D, seed=1), clustered(100, D, seed=2)
+    h = HnswIndex(D, ef_construction=100)
+    h.upsert(np.arange(len(x)), x)
+    truth = exact_topk(x, q, 10)[1]
+    found = np.stack([h.search(qq, 10, ef=128)[1][:10] for qq in q])
+    assert recall(found, truth) >= 0.98
+
+
+def test_per_call_ef_returns_ef_candidates_sorted():
+    x = clustered(2000, D, seed=1)
+    h = HnswIndex(D, ef=16)
+    h.upsert(np.arange(2000), x)
+    s, ids = h.search(x[0], 5)
+    assert len(ids) == 16 and (np.diff(s) <= 1e-7).all()
+    s, ids = h.search(x[0], 5, ef=100)
+    assert len(ids) == 100 and len(set(ids.tolist())) == 100
+    np.testing.assert_allclose(s, x[ids] @ x[0], atol=1e-5)
+
+
+def test_update_in_place_and_reuse_do_not_grow_memory():
+    x = clustered(1000, D, seed=1)
+    y = clustered(1000, D, seed=3)
+    h = HnswIndex(D, capacity=1000)
+    h.upsert(np.arange(1000), x)
+    cap = h.capacity
+    for rnd in range(5):
+        gone = np.arange(rnd * 100, rnd * 100 + 100)
+        assert h.remove(gone) == 100
+        assert len(h) == 900
+        _, ids = h.search(x[gone[0]], 10)
+        assert not set(ids.tolist()) & set(gone.tolist())
+        h.upsert(gone, y[gone])  # the freed labels come back with new vectors
+        assert len(h) == 1000
+        _, ids = h.search(y[gone[5]], 1)
+        assert ids[0] == gone[5]
+    h.upsert([7], y[8:9])  # overwrite a live label
+    _, ids = h.search(y[8], 2)
+    assert set(ids[:2].tolist()) == {7, 8}
+    assert h.capacity == cap and h.deleted_count() == 0
+
+
+def test_filter_inside_search():
+    x = clustered(5000, D, seed=1)
+    h = HnswIndex(D)
+    h.upsert(np.arange(5000), x)
+    mask = np.zeros(5000, bool)
+    mask[::10] = True
+    s, ids = h.search(x[3], 10, allow=_bits(mask), allowed=int(mask.sum()))
+    assert len(ids) == 64 and mask[ids].all()
+    truth = np.argsort(-(x[mask] @ x[3]))[:10]
+    assert len(set(np.flatnonzero(mask)[truth].tolist()) & set(ids[:10].tolist())) >= 9
+
+
+def test_filter_with_fewer_matches_than_asked():
+    x = clustered(2000, D, seed=1)
+    h = HnswIndex(D)
+    h.upsert(np.arange(2000), x)
+    mask = np.zeros(2000, bool)
+    mask[[5, 900, 1999]] = True
+    try:
+        _, ids = h.search(x[0], 10, allow=_bits(mask), allowed=3)
+        assert sorted(ids.tolist()) == [5, 900, 1999]
+    except ShortResult:
+        pass  # the catalogue falls back to the exact scan; both are correct answers
+
+
+def test_save_and_load(tmp_path):
+    x = clustered(1500, D, seed=1)
+    h = HnswIndex(D, M=8, ef_construction=50)
+    h.upsert(np.arange(1500), x)
+    h.remove([3, 4])
+    h.save(str(tmp_path / "g.bin"), str(tmp_path / "s.npy"))
+    g = HnswIndex.load(str(tmp_path / "g.bin"), str(tmp_path / "s.npy"), D, 8, 50)
+    assert len(g) == 1498 and g.deleted_count() == 2
+    np.testing.assert_array_equal(g.vectors([10, 11]), h.vectors([10, 11]))
+    assert g.search(x[10], 1)[1][0] == 10
+    g.upsert([3], x[3:4])
+    assert g.search(x[3], 1)[1][0] == 3
+    with pytest.raises(ValueError):
+        HnswIndex.load(str(tmp_path / "g.bin"), str(tmp_path / "s.npy"), D, 16, 50)
+
+
+def test_bad_input():
+    h = HnswIndex(D)
+    with pytest.raises(InvalidArgument):
+        h.upsert([0], np.ones((1, D + 1), np.float32))
+    with pytest.raises(InvalidArgument):
+        h.upsert([0, 1], np.ones((1, D), np.float32))
+    with pytest.raises(InvalidArgument):
+        h.upsert([-1], np.ones((1, D), np.float32))
+    with pytest.raises(InvalidArgument):
+        HnswIndex(D, M=0)
+    assert len(h.search(np.ones(D), 3)[1]) == 0  # empty index: empty answer
