@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from . import filters as flt
 from . import snapshot as snap
 from .errors import InvalidArgument, SkulensError, Unavailable
 from .hnsw import LIVE, HnswIndex, ShortResult
-from .index import STORAGES, ExactIndex
+from .index import STORAGES, ExactIndex, allow_bitset
 from .locks import RWLock
 from .store import Store, encode_attributes
 
@@ -47,11 +47,12 @@ MAX_K = 10_000
 MAX_THUMBNAIL = 1 << 20
 MODES = ("auto", "exact", "ann")
 
-# Measured by `python bench/catalog_bench.py --calibrate` (docs/catalog.md):
-# below these many candidate rows an exact scan is as fast as HNSW at
-# recall 0.98, and it is exact.
-EXACT_BELOW = 20_000
-EXACT_FILTERED_BELOW = 50_000
+# Measured by `python bench/catalog_bench.py --calibrate` (docs/catalog.md, d=256):
+# an exact scan of up to ~1,000 rows costs what HNSW costs at recall 0.98, and
+# it is exact; with a filter, hnswlib's per-node Python callback makes the
+# filtered graph walk slower than scanning up to ~30,000 matching rows.
+EXACT_BELOW = 1_000
+EXACT_FILTERED_BELOW = 30_000
 
 
 @dataclass(slots=True)
@@ -68,8 +69,7 @@ class Product:
     thumbnail: bytes | None = None  # small reference image (JPEG/PNG); stored apart, not returned by get
 
 
-@dataclass(slots=True, frozen=True)
-class Hit:
+class Hit(NamedTuple):
     id: str
     score: float
 
@@ -422,14 +422,12 @@ class Catalog:
     def search(self, vector, k: int = 10, filters=None, mode: str = "auto", ef: int | None = None) -> list[Hit]:
         """Products most similar to `vector`, best first (at most k; k whenever k match)."""
         q = _unit(vector, self.dim, "query vector")
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_K:
-            raise InvalidArgument(f"k must be an integer in 1..{MAX_K}, got {k!r}")
+        k = _count(k, "k")
         if mode not in MODES:
             raise InvalidArgument(f"mode must be one of {MODES}, got {mode!r}")
-        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, numbers.Integral)
-                               or not 1 <= ef <= MAX_K):
-            raise InvalidArgument(f"ef must be an integer in 1..{MAX_K}, got {ef!r}")
-        clauses = flt.parse(filters)
+        if ef is not None:
+            ef = _count(ef, "ef")
+        clauses = flt.parse(filters) if filters else ()
         self._rw.acquire_read()
         try:
             self._check_open()
@@ -442,25 +440,26 @@ class Catalog:
                 return []
             exact_max = self.exact_filtered_below if allow is not None else self.exact_below
             route = "exact" if mode == "exact" or (mode == "auto" and n <= exact_max) else "ann"
+            # Inputs are checked above, once: the indexes are called on their trusted paths.
             if route == "ann":
                 try:
-                    scores, slots = self._graph.search(q, k, allow, ef, allowed=n if allow is not None else None)
+                    scores, slots = self._graph.search_unit(q, k, self.ef if ef is None else ef, allow, n)
                 except ShortResult:
                     route = "fallback"
                 else:
                     if mode == "auto":
-                        scores = self._exact.rerank(q, slots)
+                        scores = self._exact._ix.rerank(q, slots)
                         order = np.lexsort((slots, -scores))[:k]
                         scores, slots = scores[order], slots[order]
                     else:
                         scores, slots = scores[:k], slots[:k]
             if route != "ann":
-                scores, slots = self._exact.search(q, k, allow)
+                scores, slots = self._exact._ix.search(q[None, :], k, allow_bitset(allow))
                 scores, slots = scores[0], slots[0]
                 good = slots >= 0
                 scores, slots = scores[good], slots[good]
             sid = self._slot_id
-            hits = [Hit(sid[s], sc) for s, sc in zip(slots.tolist(), scores.tolist())]
+            hits = [_hit(Hit, (sid[s], sc)) for s, sc in zip(slots.tolist(), scores.tolist())]
         finally:
             self._rw.release_read()
         key = {"fallback": "ann_fallback"}.get(route, route if mode != "auto" else f"auto_{route}")
@@ -522,6 +521,17 @@ class Catalog:
                        thumbnail=None if p.thumbnail is None else bytes(p.thumbnail))
 
 
+_hit = tuple.__new__  # builds a Hit without NamedTuple's Python-level __new__ (hot path)
+
+
+def _count(v, what: str) -> int:
+    if type(v) is not int and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
+        raise InvalidArgument(f"{what} must be an integer in 1..{MAX_K}, got {v!r}")
+    if not 1 <= v <= MAX_K:
+        raise InvalidArgument(f"{what} must be an integer in 1..{MAX_K}, got {v!r}")
+    return int(v)
+
+
 def _check_id(i) -> None:
     if not isinstance(i, str) or not i:
         raise InvalidArgument(f"a product id must be a non-empty string, got {i!r}")
@@ -531,6 +541,12 @@ def _check_id(i) -> None:
 
 def _unit(v, dim: int, what: str) -> np.ndarray:
     """A finite non-zero vector of `dim` floats, L2-normalised as float32."""
+    if type(v) is np.ndarray and v.dtype == np.float32 and v.shape == (dim,):
+        # Fast path for the common query: a finite sum of squares proves every
+        # element finite (NaN/Inf propagate), so one dot product checks it all.
+        n2 = float(np.dot(v, v))
+        if 0.0 < n2 < float("inf"):
+            return v * np.float32(1.0 / np.sqrt(n2))
     try:
         a = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError) as e:

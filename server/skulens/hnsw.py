@@ -112,23 +112,27 @@ class HnswIndex:
         q = _as_matrix(queries, self.dim, "query")
         if len(q) != 1:
             raise InvalidArgument(f"HNSW search takes one query, got {len(q)}")
-        k = _check_k(k)
-        ef = self.ef if ef is None else _check_k(ef)
-        n = self.live_count() if allowed is None else allowed
+        q = q[0] / np.float32(np.linalg.norm(q[0]) or 1.0)
+        return self.search_unit(q, _check_k(k), self.ef if ef is None else _check_k(ef), allow,
+                                self.live_count() if allowed is None else allowed)
+
+    def search_unit(self, q: np.ndarray, k: int, ef: int, allow: Bits | None, n: int):
+        """search() for callers that already checked everything: q a unit float32
+        [dim] vector, n the number of live (or allowed) ids."""
         kk = min(max(k, ef), n)
         if kk <= 0:
             return np.empty(0, np.float32), np.empty(0, np.int64)
         filt = None
         if allow is not None:
-            mask = allow.unpacked()
-            if len(mask) < len(self._state):
-                mask = np.concatenate([mask, np.zeros(len(self._state) - len(mask), bool)])
-            filt = mask.tobytes().__getitem__  # a C-level callable: no Python frame per node
+            # hnswlib calls the filter once per visited node, holding the GIL each
+            # time; a C-level callable (memoryview item lookup, no copy) keeps that
+            # call as cheap as Python allows. The mask covers every label in use.
+            filt = memoryview(allow.unpacked()).__getitem__
         try:
             labels, dist = self._g.knn_query(q, k=kk, num_threads=1, filter=filt)
         except RuntimeError as e:
             raise ShortResult(str(e)) from None
-        return (1.0 - dist[0]).astype(np.float32), labels[0].astype(np.int64)
+        return 1.0 - dist[0], labels[0].astype(np.int64)
 
     def vectors(self, ids) -> np.ndarray:
         """Stored vectors of live ids (used to rebuild the exact kernel from a snapshot)."""

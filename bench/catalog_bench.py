@@ -1,0 +1,283 @@
+"""Catalogue benchmark: recall@10 against latency for exact / ann / auto, with
+and without a filter keeping 10%, beside bare hnswlib on the very same graph
+(loaded from the catalogue's snapshot), plus durable upsert throughput and
+start-up time from a snapshot and from SQLite alone.
+
+    python bench/catalog_bench.py                      # 100k and 1M at d=256
+    python bench/catalog_bench.py --n 100000           # one size
+    python bench/catalog_bench.py --calibrate          # where auto should switch to exact
+
+Queries are timed round-robin across systems, one query at a time, so machine
+noise hits them alike. Writes JSON and a PNG next to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import hnswlib
+import numpy as np
+from tqdm import tqdm
+
+from skulens.catalog import Catalog
+from skulens.synthetic import clustered
+
+OUT = Path(__file__).parent
+K = 10
+EFS = [16, 32, 48, 64, 96, 128, 192, 256]
+
+
+def product(i: int, v) -> dict:
+    return dict(id=f"p{i}", sku=f"SKU{i}", title=f"product {i}", category=f"c{i % 10}",
+                attributes={"shard": str(i % 1000)}, vector=v)
+
+
+def truth_topk(x: np.ndarray, q: np.ndarray, k: int, keep: np.ndarray | None = None) -> np.ndarray:
+    ids = np.arange(len(x)) if keep is None else np.flatnonzero(keep)
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x[ids])
+    return ids[flat.search(q, k)[1]]
+
+
+def rec(found: list[list[str]], truth: np.ndarray) -> float:
+    return float(np.mean([len({int(f[1:]) for f in fs} & set(t.tolist())) / K for fs, t in zip(found, truth)]))
+
+
+def stats_us(ns: list[int]) -> dict:
+    a = np.asarray(ns) / 1e3
+    return {"p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99)),
+            "mean_us": float(a.mean())}
+
+
+def run_round_robin(systems: dict, queries: np.ndarray) -> dict:
+    """systems: name -> fn(q) -> list of 'p<i>' ids. Returns name -> (latencies ns, results).
+
+    The system that meets a query first pays its cold caches, so the order
+    rotates from one query to the next."""
+    lat = {n: [] for n in systems}
+    res = {n: [] for n in systems}
+    names = list(systems)
+    for j, q in enumerate(queries):
+        for name in names[j % len(names):] + names[: j % len(names)]:
+            fn = systems[name]
+            t = time.perf_counter_ns()
+            r = fn(q)
+            lat[name].append(time.perf_counter_ns() - t)
+            res[name].append(r)
+    return lat, res
+
+
+def bare_fn(g, ef, filt=None):
+    def f(q):
+        g.set_ef(ef)
+        labels, _ = g.knn_query(q, k=K, num_threads=1, filter=filt)
+        return labels[0]
+    return f
+
+
+def bench_size(n: int, dim: int, nq: int, nq_exact: int, singles: int, workdir: Path) -> dict:
+    out: dict = {"n": n, "dim": dim}
+    x = clustered(n + singles, dim, seed=1)
+    q = clustered(nq, dim, seed=2)
+    path = workdir / f"cat-{n}"
+    shutil.rmtree(path, ignore_errors=True)
+
+    # --- durable upserts ------------------------------------------------------
+    cat = Catalog.open(path, dim, snapshot_every=10**12)
+    batch = 1000
+    t0 = time.perf_counter()
+    for a in tqdm(range(0, n, batch), desc=f"ingest {n}", unit="batch"):
+        cat.upsert([product(i, x[i]) for i in range(a, min(a + batch, n))])
+    dt = time.perf_counter() - t0
+    out["upsert_batched_per_s"] = n / dt
+    out["upsert_batch_size"] = batch
+    t0 = time.perf_counter()
+    for i in range(n, n + singles):
+        cat.upsert([product(i, x[i])])
+    out["upsert_single_per_s"] = singles / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    cat.checkpoint()
+    out["snapshot_write_s"] = time.perf_counter() - t0
+    print(f"upserts: batched {out['upsert_batched_per_s']:.0f}/s, single {out['upsert_single_per_s']:.0f}/s, "
+          f"snapshot {out['snapshot_write_s']:.1f} s")
+
+    # --- bare hnswlib on the same graph --------------------------------------------
+    snapdir = path / "snapshots" / sorted(os.listdir(path / "snapshots"))[-1]
+    g = hnswlib.Index(space="ip", dim=dim)
+    g.load_index(str(snapdir / "hnsw.bin"))
+    g.set_num_threads(1)
+
+    keep = np.array([i % 10 == 3 for i in range(n + singles)])
+    truth = truth_topk(x, q, K)
+    truth_f = truth_topk(x, q, K, keep)
+    fbytes = np.zeros(g.get_max_elements(), dtype=bool)
+    # The graph's labels are the catalogue's slots, which here equal the ingest order.
+    fbytes[: n + singles] = keep
+    filt = fbytes.tobytes().__getitem__
+
+    curves = {}
+    for name, filtered in (("unfiltered", False), ("filter10", True)):
+        rows = []
+        f = "category=c3" if filtered else None
+        tr = truth_f if filtered else truth
+        for ef in tqdm(EFS, desc=f"{name} n={n}"):
+            systems = {
+                "hnswlib": (lambda b: (lambda qq: [f"p{i}" for i in b(qq)]))(bare_fn(g, ef, filt if filtered else None)),
+                "ann": lambda qq, ef=ef: [h.id for h in cat.search(qq, K, filters=f, mode="ann", ef=ef)],
+                "auto": lambda qq, ef=ef: [h.id for h in cat.search(qq, K, filters=f, mode="auto", ef=ef)],
+            }
+            lat, res = run_round_robin(systems, q)
+            for s in systems:
+                rows.append({"system": s, "ef": ef, "recall": rec(res[s], tr), **stats_us(lat[s])})
+        lat, res = run_round_robin({"exact": lambda qq: [h.id for h in cat.search(qq, K, filters=f, mode="exact")]},
+                                   q[:nq_exact])
+        rows.append({"system": "exact", "ef": None, "recall": rec(res["exact"], tr[:nq_exact]),
+                     **stats_us(lat["exact"])})
+        curves[name] = rows
+        print_curve(n, name, rows)
+    out["curves"] = curves
+    out["routes"] = cat.stats()["searches"]
+    cat.close()
+
+    # --- start-up ----------------------------------------------------------------------
+    t0 = time.perf_counter()
+    with Catalog.open(path, dim) as c:
+        out["startup_snapshot_s"] = time.perf_counter() - t0
+    shutil.move(str(path / "snapshots"), str(path / "snapshots.off"))
+    t0 = time.perf_counter()
+    with Catalog.open(path, dim, progress=True, snapshot_every=10**12) as c:
+        out["startup_sqlite_s"] = time.perf_counter() - t0
+        c._changes = 0  # do not write a snapshot on close; this is a measurement
+    out["db_bytes"] = os.path.getsize(path / "catalog.db")
+    print(f"start-up: from snapshot {out['startup_snapshot_s']:.1f} s, from SQLite alone {out['startup_sqlite_s']:.1f} s")
+    shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
+def print_curve(n, name, rows):
+    print(f"\n n={n} {name}")
+    print(f"  {'system':8} {'ef':>4} {'recall':>7} {'p50 us':>8} {'p99 us':>8}")
+    for r in rows:
+        print(f"  {r['system']:8} {str(r['ef']):>4} {r['recall']:7.4f} {r['p50_us']:8.0f} {r['p99_us']:8.0f}")
+
+
+def at_recall(rows, system, target=0.98):
+    """Lowest-latency point of `system` reaching the target recall."""
+    ok = [r for r in rows if r["system"] == system and r["recall"] >= target]
+    return min(ok, key=lambda r: r["p50_us"]) if ok else None
+
+
+def calibrate(dim: int, workdir: Path) -> dict:
+    """Latency of exact scan vs HNSW (at recall >= 0.98) as the candidate count grows,
+    unfiltered (catalogue size) and filtered (matching count in a 200k catalogue)."""
+    sizes = [1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000]
+    x = clustered(sizes[-1], dim, seed=1)
+    q = clustered(200, dim, seed=2)
+    path = workdir / "calib"
+    shutil.rmtree(path, ignore_errors=True)
+    out = {"unfiltered": [], "filtered": []}
+    with Catalog.open(path, dim, snapshot_every=10**12) as cat:
+        have = 0
+        for n in sizes:
+            for a in range(have, n, 1000):
+                cat.upsert([product(i, x[i]) for i in range(a, min(a + 1000, n))])
+            have = n
+            truth = truth_topk(x[:n], q, K)
+            row = {"n": n}
+            for ef in EFS:
+                lat, res = run_round_robin({"ann": lambda qq: [h.id for h in cat.search(qq, K, mode="ann", ef=ef)]}, q)
+                if rec(res["ann"], truth) >= 0.98:
+                    row.update(ann_ef=ef, ann_us=stats_us(lat["ann"])["p50_us"])
+                    break
+            lat, _ = run_round_robin({"exact": lambda qq: [h.id for h in cat.search(qq, K, mode="exact")]}, q)
+            row["exact_us"] = stats_us(lat["exact"])["p50_us"]
+            out["unfiltered"].append(row)
+            print("calibrate", row)
+        # Filters keeping m of 1000 shards: from 0.1% to 25.6% of the catalogue.
+        for m in (1, 2, 5, 10, 25, 50, 100, 256):
+            f = [[("shard", str(s)) for s in range(m)]]
+            keep = np.array([i % 1000 < m for i in range(have)])
+            truth = truth_topk(x[:have], q, K, keep)
+            row = {"matching": int(keep.sum()), "fraction": m / 1000}
+            for ef in EFS:
+                lat, res = run_round_robin(
+                    {"ann": lambda qq: [h.id for h in cat.search(qq, K, filters=f, mode="ann", ef=ef)]}, q)
+                if rec(res["ann"], truth) >= 0.98:
+                    row.update(ann_ef=ef, ann_us=stats_us(lat["ann"])["p50_us"])
+                    break
+            lat, _ = run_round_robin({"exact": lambda qq: [h.id for h in cat.search(qq, K, filters=f, mode="exact")]}, q)
+            row["exact_us"] = stats_us(lat["exact"])["p50_us"]
+            out["filtered"].append(row)
+            print("calibrate", row)
+    shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
+def plot(report: dict, png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = report["sizes"]
+    fig, axes = plt.subplots(len(sizes), 2, figsize=(11, 4 * len(sizes)), squeeze=False)
+    for row, s in zip(axes, sizes):
+        for ax, name in zip(row, ("unfiltered", "filter10")):
+            rows = s["curves"][name]
+            for system, style in (("hnswlib", "k--o"), ("ann", "b-s"), ("auto", "g-^")):
+                pts = [r for r in rows if r["system"] == system]
+                ax.plot([r["recall"] for r in pts], [r["p50_us"] for r in pts], style, label=system, ms=4)
+            ex = [r for r in rows if r["system"] == "exact"][0]
+            ax.plot([ex["recall"]], [ex["p50_us"]], "r*", ms=12, label="exact")
+            ax.set_yscale("log")
+            ax.set_xlabel("recall@10")
+            ax.set_ylabel("p50 latency (us)")
+            ax.set_title(f"{s['n']:,} x {s['dim']} — {name}")
+            ax.axvline(0.98, color="grey", lw=0.5)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, nargs="*", default=[100_000, 1_000_000])
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--exact-queries", type=int, default=200)
+    ap.add_argument("--singles", type=int, default=500, help="single-product upserts timed after the bulk load")
+    ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--workdir", type=Path, default=None, help="where catalogues are built (default: a temp dir)")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="skulens-bench-"))
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    report = {"machine": {"cpu": cpu, "cores": os.cpu_count(), "hnswlib": "0.8.0"},
+              "command": "python bench/catalog_bench.py " + " ".join(os.sys.argv[1:])}
+    if args.calibrate:
+        report["calibration"] = calibrate(args.dim, workdir)
+        path = args.out or OUT / "catalog_calibration.json"
+    else:
+        report["sizes"] = [bench_size(n, args.dim, args.queries, args.exact_queries, args.singles, workdir)
+                           for n in args.n]
+        for s in report["sizes"]:
+            for name in ("unfiltered", "filter10"):
+                b, a = at_recall(s["curves"][name], "hnswlib"), at_recall(s["curves"][name], "auto")
+                if b and a:
+                    print(f"n={s['n']} {name}: at recall>=0.98 hnswlib {b['p50_us']:.0f} us (ef {b['ef']}), "
+                          f"auto {a['p50_us']:.0f} us (ef {a['ef']}): ratio {a['p50_us'] / b['p50_us']:.2f}")
+        path = args.out or OUT / "catalog_bench.json"
+        plot(report, path.with_suffix(".png"))
+    path.write_text(json.dumps(report, indent=1))
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()
