@@ -27,6 +27,7 @@ test-cpp:
 
 bench: install
 	$(PY) bench/kernel_bench.py
+	$(PY) bench/catalog_bench.py
 
 clean:
 	rm -rf build $(VENV)
