@@ -150,9 +150,11 @@ def test_churn_reuses_slots_so_memory_stays_flat(cat):
         fresh = clustered(100, D, seed=100 + rnd)
         cat.upsert([dict(id=f"n{rnd}_{j}", vector=fresh[j]) for j in range(100)])
         live += [f"n{rnd}_{j}" for j in range(100)]
+    assert cat.wait_indexed(60)
     st = cat.stats()
     assert st["products"] == 1000 and st["slots"] == st0["slots"] == 1000
-    assert st["hnsw"]["capacity"] == st0["hnsw"]["capacity"] and st["hnsw"]["deleted"] == 0
+    assert st["hnsw"]["capacity"] == st0["hnsw"]["capacity"]
+    assert st["hnsw"]["deleted"] == 0 and st["hnsw"]["unindexed"] == 0
     assert cat.search(fresh[3], 1, mode="ann")[0].id == "n19_3"
 
 
@@ -217,3 +219,29 @@ def test_closed_catalogue_is_unavailable(tmp_path):
     with pytest.raises(Unavailable):
         c.upsert([dict(id="a", vector=np.ones(D))])
     assert issubclass(NotFound, KeyError)
+
+
+def test_products_the_graph_lacks_yet_are_searched_exactly(cat):
+    """Writes are acknowledged before the background indexer adds them to the
+    graph; until then ann/auto scan them exactly, and stale graph versions are hidden."""
+    x = clustered(2000, D, seed=1)
+    cat.upsert(products(x))
+    assert cat.wait_indexed(60)
+    new = clustered(600, D, seed=4)
+    with cat._graph_mu:  # fault injection: the indexer is stalled
+        cat.upsert([dict(id=f"n{i}", category="c9", vector=new[i]) for i in range(500)])
+        cat.upsert([dict(id=f"p{i}", category="c9", vector=new[500 + i]) for i in range(100)])  # updates
+        assert cat.stats()["hnsw"]["unindexed"] == 600
+        for mode in ("ann", "auto"):
+            for i in (0, 250, 499):
+                top = cat.search(new[i], 1, mode=mode)[0]
+                assert top.id == f"n{i}" and top.score == pytest.approx(1.0, abs=1e-5)
+            for i in (0, 50, 99):
+                assert cat.search(new[500 + i], 1, mode=mode)[0].id == f"p{i}"
+                # the old vector of p{i} must not score as before: its graph entry is hidden
+                assert all(h.id != f"p{i}" or h.score < 0.999 for h in cat.search(x[i], 5, mode=mode))
+            hits = cat.search(new[3], 50, filters="category=c9", mode=mode)
+            assert len(hits) == 50 and all(h.id.startswith("n") or int(h.id[1:]) < 100 for h in hits)
+    assert cat.wait_indexed(60)
+    assert cat.stats()["hnsw"]["unindexed"] == 0
+    assert cat.search(new[7], 1, mode="ann")[0].id == "n7"

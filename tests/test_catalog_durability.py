@@ -221,3 +221,22 @@ def test_backup_while_searching_then_restore(tmp_path):
         assert r.search(x[9], 1, mode="ann")[0].id == "p9"
     with pytest.raises(Exception, match="already holds"):
         Catalog.restore(str(tmp_path / "bak"), str(tmp_path / "r"), D)
+
+
+def test_backlog_survives_a_restart_and_rebuilds_in_the_background(tmp_path, monkeypatch):
+    path = str(tmp_path / "c")
+    x = _fill(path, 500)
+    y = clustered(300, D, seed=8)
+    with monkeypatch.context() as m:
+        m.setattr(Catalog, "_indexer", lambda self: None)  # fault injection: no indexer at all
+        with Catalog.open(path, D) as c:
+            c.upsert([dict(id=f"n{i}", vector=y[i]) for i in range(300)])
+            assert c.stats()["hnsw"]["unindexed"] == 300
+            assert c.search(y[5], 1, mode="ann")[0].id == "n5"
+    with Catalog.open(path, D) as c:  # the snapshot written on close lacks them: re-added in the background
+        assert c.search(y[9], 1, mode="ann")[0].id == "n9"
+        assert c.wait_indexed(60) and c.stats()["hnsw"]["unindexed"] == 0
+        assert c.search(y[10], 1, mode="ann")[0].id == "n10"
+        assert c.search(x[10], 1, mode="ann")[0].id == "p10"
+    with Catalog.open(path, D) as c:  # and the snapshot written after indexing holds them
+        assert c.stats()["hnsw"]["unindexed"] == 0

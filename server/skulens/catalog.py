@@ -34,7 +34,7 @@ from . import filters as flt
 from . import snapshot as snap
 from .errors import InvalidArgument, SkulensError, Unavailable
 from .hnsw import LIVE, HnswIndex, ShortResult
-from .index import STORAGES, ExactIndex, allow_bitset
+from .index import STORAGES, Bits, ExactIndex, allow_bitset
 from .locks import RWLock
 from .store import Store, encode_attributes
 
@@ -85,8 +85,13 @@ class Catalog:
     def open(cls, path: str, dim: int, *, storage: str = "fp32", M: int = 16, ef_construction: int = 100,
              ef: int = 64, threads: int | None = None, exact_below: int = EXACT_BELOW,
              exact_filtered_below: int = EXACT_FILTERED_BELOW, snapshot_every: int = 100_000,
-             keep_snapshots: int = 2, progress: bool = False) -> "Catalog":
-        """Open (or create) the catalogue in folder `path` for `dim`-d vectors."""
+             keep_snapshots: int = 2, max_unindexed: int = 100_000, progress: bool = False) -> "Catalog":
+        """Open (or create) the catalogue in folder `path` for `dim`-d vectors.
+
+        Returns as soon as the exact kernel is loaded: searches are correct at
+        once, and products the graph does not hold yet (after a rebuild, or a
+        burst of upserts) are scanned exactly until the background indexer has
+        added them (`wait_indexed()` waits for it)."""
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 0 < dim <= 65536:
             raise InvalidArgument(f"dim must be an integer in 1..65536, got {dim!r}")
         if storage not in STORAGES:
@@ -102,6 +107,7 @@ class Catalog:
         self.exact_filtered_below = int(exact_filtered_below)
         self.snapshot_every = int(snapshot_every)
         self.keep_snapshots = int(keep_snapshots)
+        self.max_unindexed = int(max_unindexed)
         self._progress = progress
         self._closed = True
         os.makedirs(self.path, exist_ok=True)
@@ -126,14 +132,17 @@ class Catalog:
         self._wake = threading.Event()
         self._bg = threading.Thread(target=self._checkpointer, name="skulens-checkpoint", daemon=True)
         self._bg.start()
-        if self._changes >= self.snapshot_every:
-            self._wake.set()
+        self._indexer_thread = threading.Thread(target=self._indexer, name="skulens-indexer", daemon=True)
+        self._indexer_thread.start()
         return self
 
     def _load(self) -> None:
         """Rebuild memory from the newest valid snapshot plus newer rows, or from SQLite alone."""
         self._rw = RWLock()
-        self._wmu = threading.Lock()
+        self._wmu = threading.Lock()        # writers (transaction + apply), checkpoints
+        self._graph_mu = threading.Lock()   # the indexer's batches, checkpoints
+        self._idx_cv = threading.Condition()
+        self._stop_indexer = False
         self._stats_lock = threading.Lock()
         self._counts = {"exact": 0, "ann": 0, "auto_exact": 0, "auto_ann": 0, "ann_fallback": 0}
         rows = self._store.scan_meta()
@@ -142,6 +151,8 @@ class Catalog:
         self._slot_id: list[str | None] = [None] * self._high
         self._slot_terms: list[tuple | None] = [None] * self._high
         self._slot_seq = np.zeros(cap, dtype=np.int64)
+        self._unindexed: set[int] = set()  # live slots whose current vector the graph lacks
+        self._unidx_bits = np.zeros((cap + 7) // 8, dtype=np.uint8)
         self._id_slot: dict[str, int] = {}
         self._postings = flt.Postings()
         self._postings.grow(cap)
@@ -157,32 +168,37 @@ class Catalog:
         self._free = np.flatnonzero(~used).tolist()  # sorted: already a heap
         self._exact = ExactIndex(self.dim, self.storage, threads=self.threads)
 
-        self._graph, base = self._load_snapshot(rows)
+        slots = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        seqs = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
+        self._graph, base, indexed = self._load_snapshot(slots, seqs)
         if self._graph is None:
             self._graph = HnswIndex(self.dim, self.params["M"], self.params["ef_construction"], self.ef,
                                     self.threads, capacity=cap)
+            indexed = np.zeros(0, np.int64)
         self._graph.ef = self.ef
-        todo = self._store.count_after(base)
-        bar = _progress(todo, "indexing", self._progress and todo > 10_000)
-        for slots, vecs in self._store.vectors_after(base):
-            self._exact.upsert(slots, vecs)
-            self._graph.upsert(slots, vecs)
-            bar.update(len(slots))
+        # Everything the graph does not hold comes from SQLite into the kernel
+        # now, and into the graph in the background.
+        rest = np.setdiff1d(slots, indexed, assume_unique=True)
+        bar = _progress(len(rest), "loading vectors", self._progress and len(rest) > 10_000)
+        for part_slots, vecs in self._store.vectors_of(rest):
+            self._exact.upsert(part_slots, vecs)
+            bar.update(len(part_slots))
         bar.close()
+        self._mark_unindexed(rest)
         self._snapshot_seq = base
-        self._changes = todo
-        log.info("catalogue %s: %d products, %d rows replayed after snapshot seq %d",
-                 self.path, len(rows), todo, base)
+        self._changes = int(np.count_nonzero(seqs > base))
+        self._indexed_since_snapshot = 0
+        log.info("catalogue %s: %d products, %d replayed after snapshot seq %d, %d to add to the graph",
+                 self.path, len(rows), self._changes, base, len(rest))
 
-    def _load_snapshot(self, rows) -> tuple[HnswIndex | None, int]:
+    def _load_snapshot(self, slots: np.ndarray, seqs_db: np.ndarray):
+        """(graph, seq, slots it holds current vectors of) of the newest usable snapshot."""
         root = os.path.join(self.path, "snapshots")
         seqs = snap.list_snapshots(root)
         if not seqs:
-            if rows:
+            if len(slots):
                 log.warning("catalogue %s: no snapshot; rebuilding the indexes from SQLite", self.path)
-            return None, 0
-        slots = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-        seqs_db = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
+            return None, 0, None
         for s in seqs:
             try:
                 if s > self._store.seq:
@@ -190,25 +206,36 @@ class Catalog:
                 graph, snap_seq = snap.load(root, s, self.params, self.threads)
                 old = seqs_db <= s  # rows unchanged since the snapshot must be in it as they are
                 keep = slots[old]
-                if len(keep) and (keep.max() >= len(snap_seq) or keep.max() >= len(graph._state)
-                                  or (snap_seq[keep] != seqs_db[old]).any()
-                                  or (graph._state[keep] != LIVE).any()):
+                if len(keep) and (keep.max() >= len(snap_seq) or (snap_seq[keep] != seqs_db[old]).any()):
                     raise ValueError("disagrees with the database")
             except (ValueError, OSError, RuntimeError) as e:
                 log.warning("catalogue %s: snapshot %d unusable (%s); trying an older one", self.path, s, e)
                 continue
-            # Rows the snapshot has but the database changed or dropped are hidden;
-            # rows changed after it are replayed by the caller.
-            stale = np.flatnonzero(graph._state == LIVE)
-            stale = np.setdiff1d(stale, keep)
-            graph.remove(stale)
-            keep = np.sort(keep)
-            for i in range(0, len(keep), 65536):
-                part = keep[i:i + 65536]
+            # The graph's live slots that still hold the database's version stay;
+            # every other live slot of the graph is stale and hidden.
+            state = graph._state
+            indexed = keep[(keep < len(state))]
+            indexed = np.sort(indexed[state[indexed] == LIVE])
+            graph.remove(np.setdiff1d(np.flatnonzero(state == LIVE), indexed, assume_unique=True))
+            for i in range(0, len(indexed), 65536):
+                part = indexed[i:i + 65536]
                 self._exact.upsert(part, graph.vectors(part))
-            return graph, s
+            return graph, s, indexed
         log.warning("catalogue %s: no usable snapshot; rebuilding the indexes from SQLite", self.path)
-        return None, 0
+        return None, 0, None
+
+    def _mark_unindexed(self, slots) -> None:
+        for x in np.asarray(slots).tolist():
+            self._unindexed.add(x)
+            self._unidx_bits[x >> 3] |= 1 << (x & 7)
+        if len(slots):
+            with self._idx_cv:
+                self._idx_cv.notify_all()
+
+    def _mark_indexed(self, slots) -> None:
+        for x in np.asarray(slots).tolist():
+            self._unindexed.discard(x)
+            self._unidx_bits[x >> 3] &= ~(1 << (x & 7)) & 0xFF
 
     # --- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> "Catalog":
@@ -217,15 +244,23 @@ class Catalog:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Write a snapshot if anything changed, then release the folder."""
+    def close(self, drain_timeout: float = 30.0) -> None:
+        """Let the indexer finish (up to drain_timeout s), write a snapshot if
+        anything changed, then release the folder. What the graph still lacks
+        is re-added in the background after the next open."""
         if self._closed:
             return
+        if self._indexer_thread.is_alive():
+            self.wait_indexed(drain_timeout)
+        with self._idx_cv:
+            self._stop_indexer = True
+            self._idx_cv.notify_all()
+        self._indexer_thread.join()
         self._stop.set()
         self._wake.set()
         self._bg.join()
         with self._wmu:
-            if self._changes:
+            if self._changes or self._indexed_since_snapshot:
                 self._checkpoint_locked()
             self._rw.acquire_write()
             self._closed = True
@@ -248,6 +283,11 @@ class Catalog:
         ids = [p.id for p in items]
         if len(set(ids)) != len(ids):
             raise InvalidArgument("the same product id appears twice in one upsert")
+        # Back-pressure: writers wait while the graph is far behind, so the
+        # exact scan of not-yet-indexed products stays bounded.
+        with self._idx_cv:
+            while len(self._unindexed) >= self.max_unindexed and not self._closed:
+                self._idx_cv.wait(0.5)
         with self._wmu:
             self._check_open()
             now = time.time()
@@ -291,6 +331,7 @@ class Catalog:
                     s = self._id_slot.pop(i)
                     self._exact.remove([s])
                     self._graph.remove([s])
+                    self._mark_indexed([s])
                     self._postings.remove(s, self._slot_terms[s])
                     self._slot_id[s] = self._slot_terms[s] = None
                     self._slot_seq[s] = 0
@@ -308,19 +349,22 @@ class Catalog:
         self._slot_id.append(None)
         self._slot_terms.append(None)
         if s >= len(self._slot_seq):
+            # Grown copies are swapped in whole: a search holding the old array reads a valid one.
             self._slot_seq = np.concatenate([self._slot_seq, np.zeros(len(self._slot_seq), np.int64)])
+            self._unidx_bits = np.concatenate([self._unidx_bits, np.zeros(len(self._unidx_bits), np.uint8)])
             self._postings.grow(len(self._slot_seq))
         return s
 
-    def _apply_upserts(self, items: list[Product], slots: np.ndarray, seq: int, chunk: int = 256) -> None:
+    def _apply_upserts(self, items: list[Product], slots: np.ndarray, seq: int, chunk: int = 1024) -> None:
+        """Kernel and filters now; the graph's old version of an updated slot is
+        hidden and the indexer adds the new one (exact scans cover it meanwhile)."""
         vecs = np.stack([p.vector for p in items])
-        # Chunks keep each exclusive hold short, so searches keep flowing during a bulk load.
         for a in range(0, len(items), chunk):
             b = min(a + chunk, len(items))
             self._rw.acquire_write()
             try:
                 self._exact.upsert(slots[a:b], vecs[a:b])
-                self._graph.upsert(slots[a:b], vecs[a:b])
+                self._graph.remove(slots[a:b])
                 for p, s in zip(items[a:b], slots[a:b].tolist()):
                     old = self._slot_terms[s]
                     if old is not None:
@@ -331,8 +375,65 @@ class Catalog:
                     self._slot_id[s] = p.id
                     self._id_slot[p.id] = s
                     self._slot_seq[s] = seq
+                self._mark_unindexed(slots[a:b])
             finally:
                 self._rw.release_write()
+
+    # --- the background indexer ----------------------------------------------------
+    def _indexer(self, batch: int = 128) -> None:
+        """Adds unindexed slots to the graph, a batch per exclusive hold (a few ms).
+
+        Vectors come from SQLite, checked against the slot's seq under the write
+        lock, so a slot rewritten or deleted meanwhile is never indexed stale."""
+        from itertools import islice
+        while True:
+            with self._idx_cv:
+                while not self._unindexed and not self._stop_indexer:
+                    self._idx_cv.wait()
+                if self._stop_indexer:
+                    return
+            try:
+                with self._graph_mu:
+                    self._rw.acquire_read()
+                    try:
+                        todo = np.fromiter(islice(self._unindexed, batch), dtype=np.int64)
+                    finally:
+                        self._rw.release_read()
+                    got_slots, got_seqs, vecs = self._store.rows_at(todo)
+                    self._rw.acquire_write()
+                    try:
+                        ok = np.fromiter((s in self._unindexed for s in got_slots.tolist()), bool, len(got_slots))
+                        ok &= self._slot_seq[got_slots] == got_seqs
+                        self._graph.upsert(got_slots[ok], vecs[ok])
+                        self._mark_indexed(got_slots[ok])
+                    finally:
+                        self._rw.release_write()
+                    self._indexed_since_snapshot += int(ok.sum())
+                    if not ok.any():
+                        time.sleep(0.001)  # rows not committed-and-applied yet: let the writer finish
+            except Exception:  # never lose the thread: products stay searchable exactly
+                log.exception("catalogue %s: background indexing failed; retrying", self.path)
+                time.sleep(0.5)
+            with self._idx_cv:
+                self._idx_cv.notify_all()
+            if not self._unindexed and self._indexed_since_snapshot >= self.snapshot_every:
+                self._wake.set()
+
+    def wait_indexed(self, timeout: float | None = None) -> bool:
+        """Block until the graph holds every product (True) or timeout passes (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = _progress(len(self._unindexed), "indexing", self._progress and len(self._unindexed) > 10_000)
+        last = len(self._unindexed)
+        with self._idx_cv:
+            while self._unindexed and not self._closed:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._idx_cv.wait(0.2 if left is None else min(left, 0.2))
+                bar.update(max(0, last - len(self._unindexed)))
+                last = len(self._unindexed)
+        bar.close()
+        return not self._unindexed
 
     def _wrote(self, n: int) -> None:
         self._changes += n
@@ -348,10 +449,14 @@ class Catalog:
 
     def _checkpoint_locked(self) -> int:
         seq = self._store.seq
-        if seq != self._snapshot_seq:
-            # Writers are held off by _wmu; searches go on (saving only reads the graph).
-            snap.write(os.path.join(self.path, "snapshots"), seq, self._graph, self._slot_seq[: self._high],
-                       self.params, self.keep_snapshots)
+        if seq != self._snapshot_seq or self._indexed_since_snapshot:
+            # Writers wait on _wmu and the indexer on _graph_mu; searches go on
+            # (saving only reads the graph). Slots not in the graph yet are
+            # recorded as such by its state array and re-added after a restart.
+            with self._graph_mu:
+                snap.write(os.path.join(self.path, "snapshots"), seq, self._graph,
+                           self._slot_seq[: self._high], self.params, self.keep_snapshots, replace=True)
+                self._indexed_since_snapshot = 0
             self._snapshot_seq = seq
         self._changes = 0
         return seq
@@ -364,7 +469,7 @@ class Catalog:
                 return
             try:
                 with self._wmu:
-                    if not self._closed and self._changes >= self.snapshot_every:
+                    if not self._closed and max(self._changes, self._indexed_since_snapshot) >= self.snapshot_every:
                         self._checkpoint_locked()
             except Exception:  # a failed snapshot costs start-up time, never data
                 log.exception("catalogue %s: background snapshot failed", self.path)
@@ -379,8 +484,9 @@ class Catalog:
             self._check_open()
             os.makedirs(dest, exist_ok=True)
             self._store.backup(os.path.join(dest, "catalog.db"))
-            snap.write(os.path.join(dest, "snapshots"), self._store.seq, self._graph,
-                       self._slot_seq[: self._high], self.params, 1)
+            with self._graph_mu:
+                snap.write(os.path.join(dest, "snapshots"), self._store.seq, self._graph,
+                           self._slot_seq[: self._high], self.params, 1)
         return dest
 
     @classmethod
@@ -442,13 +548,25 @@ class Catalog:
             route = "exact" if mode == "exact" or (mode == "auto" and n <= exact_max) else "ann"
             # Inputs are checked above, once: the indexes are called on their trusted paths.
             if route == "ann":
+                backlog = None
+                n_graph = n
+                if self._unindexed:  # products the graph lacks yet are scanned exactly
+                    bits = self._unidx_bits[: (self._high + 7) // 8]
+                    backlog = Bits(bits if allow is None else bits & allow.packed[: len(bits)])
+                    n_graph = n - backlog.count()
                 try:
-                    scores, slots = self._graph.search_unit(q, k, self.ef if ef is None else ef, allow, n)
+                    scores, slots = self._graph.search_unit(q, k, self.ef if ef is None else ef, allow, n_graph)
                 except ShortResult:
                     route = "fallback"
                 else:
                     if mode == "auto":
                         scores = self._exact._ix.rerank(q, slots)
+                    if backlog is not None:
+                        bs, bl = self._exact._ix.search(q[None, :], k, allow_bitset(backlog))
+                        good = bl[0] >= 0
+                        scores = np.concatenate([scores, bs[0][good]])
+                        slots = np.concatenate([slots, bl[0][good]])
+                    if mode == "auto" or backlog is not None:
                         order = np.lexsort((slots, -scores))[:k]
                         scores, slots = scores[order], slots[order]
                     else:
@@ -476,7 +594,7 @@ class Catalog:
             "free_slots": len(self._free), "seq": self._store.seq, "snapshot_seq": self._snapshot_seq,
             "changes_since_snapshot": self._changes, "db_bytes": self._store.size_bytes(),
             "hnsw": {**self.params, "ef": self.ef, "capacity": self._graph.capacity,
-                     "deleted": self._graph.deleted_count()},
+                     "deleted": self._graph.deleted_count(), "unindexed": len(self._unindexed)},
             "exact_below": self.exact_below, "exact_filtered_below": self.exact_filtered_below,
             "searches": counts, "startup_s": round(self.startup_s, 3),
         }

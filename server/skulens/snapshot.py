@@ -42,11 +42,15 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def write(root: str, seq: int, graph: HnswIndex, slot_seq: np.ndarray, params: dict, keep: int = 2) -> str:
-    """Write snapshot `seq` under root; keep the newest `keep`; returns its folder."""
+def write(root: str, seq: int, graph: HnswIndex, slot_seq: np.ndarray, params: dict, keep: int = 2,
+          replace: bool = False) -> str:
+    """Write snapshot `seq` under root; keep the newest `keep`; returns its folder.
+
+    replace: a snapshot of the same seq exists but the graph has grown since
+    (the indexer caught up); the new one takes its place."""
     os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"{seq:020d}")
-    if os.path.isdir(final):
+    if os.path.isdir(final) and not replace:
         return final
     tmp = os.path.join(root, f".tmp-{seq:020d}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -64,7 +68,15 @@ def write(root: str, seq: int, graph: HnswIndex, slot_seq: np.ndarray, params: d
         f.flush()
         os.fsync(f.fileno())
     _fsync(tmp)
-    os.rename(tmp, final)
+    if os.path.isdir(final):
+        # Same seq, fuller graph. A crash between these two renames leaves only
+        # the older snapshots (or none): start-up then replays or rebuilds.
+        old = os.path.join(root, f".tmp-old-{seq:020d}-{os.getpid()}")
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
     _fsync(root)
     for old in list_snapshots(root)[keep:]:
         shutil.rmtree(os.path.join(root, f"{old:020d}"), ignore_errors=True)

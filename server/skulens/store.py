@@ -161,19 +161,38 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise CorruptCatalog(f"catalogue database {self.path} is damaged: {e}") from None
 
-    def vectors_after(self, seq: int, chunk: int = 8192):
-        """Yield (slots, vectors) for rows changed after seq, in chunks."""
+    def vectors_of(self, slots: np.ndarray, chunk: int = 8192):
+        """Yield (slots, vectors) of the rows in the given slots, in chunks (start-up)."""
+        if len(slots) == 0:
+            return
+        want = np.zeros(int(slots.max()) + 1, dtype=bool)
+        want[slots] = True
         try:
-            cur = self._w.execute("SELECT slot, vector FROM products WHERE seq > ?", (seq,))
+            # One sequential pass over the table beats many IN (...) lookups.
+            cur = self._w.execute("SELECT slot, vector FROM products")
             while rows := cur.fetchmany(chunk):
-                slots = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
-                yield slots, vecs
+                s = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                keep = (s < len(want)) & want[np.minimum(s, len(want) - 1)]
+                if not keep.any():
+                    continue
+                idx = np.flatnonzero(keep).tolist()
+                vecs = np.frombuffer(b"".join(rows[i][1] for i in idx), dtype="<f4").reshape(len(idx), self.dim)
+                yield s[keep], vecs
         except sqlite3.DatabaseError as e:
             raise CorruptCatalog(f"catalogue database {self.path} is damaged: {e}") from None
 
-    def count_after(self, seq: int) -> int:
-        return self._w.execute("SELECT count(*) FROM products WHERE seq > ?", (seq,)).fetchone()[0]
+    def rows_at(self, slots: np.ndarray):
+        """(slots, seqs, vectors) of the rows now in these slots (missing ones are left out)."""
+        c = self._reader()
+        got = []
+        for i in range(0, len(slots), 500):
+            part = slots[i:i + 500].tolist()
+            got += c.execute(f"SELECT slot, seq, vector FROM products WHERE slot IN ({','.join('?' * len(part))})",
+                             part).fetchall()
+        s = np.fromiter((r[0] for r in got), dtype=np.int64, count=len(got))
+        q = np.fromiter((r[1] for r in got), dtype=np.int64, count=len(got))
+        v = np.frombuffer(b"".join(r[2] for r in got), dtype="<f4").reshape(len(got), self.dim)
+        return s, q, v
 
     def size_bytes(self) -> int:
         pc, ps = (self._w.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
