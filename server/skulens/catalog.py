@@ -144,7 +144,9 @@ class Catalog:
         self._idx_cv = threading.Condition()
         self._stop_indexer = False
         self._stats_lock = threading.Lock()
-        self._counts = {"exact": 0, "ann": 0, "auto_exact": 0, "auto_ann": 0, "ann_fallback": 0}
+        self._count_keys = ("exact", "ann", "auto_exact", "auto_ann", "ann_fallback")
+        self._all_counts: list[dict] = []
+        self._tl = threading.local()
         rows = self._store.scan_meta()
         self._high = max((r[1] for r in rows), default=-1) + 1
         cap = max(self._high, 1024)
@@ -560,6 +562,10 @@ class Catalog:
                     route = "fallback"
                 else:
                     if mode == "auto":
+                        # hnswlib's fp32 inner products are exact already, so only the
+                        # top k can change: re-score those with the kernel, whose
+                        # scores exact mode returns too (bit-identical across routes).
+                        scores, slots = scores[:k], slots[:k]
                         scores = self._exact._ix.rerank(q, slots)
                     if backlog is not None:
                         bs, bl = self._exact._ix.search(q[None, :], k, allow_bitset(backlog))
@@ -580,15 +586,22 @@ class Catalog:
             hits = [_hit(Hit, (sid[s], sc)) for s, sc in zip(slots.tolist(), scores.tolist())]
         finally:
             self._rw.release_read()
-        key = {"fallback": "ann_fallback"}.get(route, route if mode != "auto" else f"auto_{route}")
-        with self._stats_lock:
-            self._counts[key] += 1
+        counts = getattr(self._tl, "counts", None) or self._thread_counts()
+        counts[_ROUTE_KEYS[mode, route]] += 1
         return hits
+
+    def _thread_counts(self) -> dict:
+        # Per-thread counters: no lock on the search path; stats() adds them up.
+        c = dict.fromkeys(self._count_keys, 0)
+        self._tl.counts = c
+        with self._stats_lock:
+            self._all_counts.append(c)
+        return c
 
     def stats(self) -> dict:
         self._check_open()
         with self._stats_lock:
-            counts = dict(self._counts)
+            counts = {k: sum(c[k] for c in self._all_counts) for k in self._count_keys}
         return {
             "products": len(self), "dim": self.dim, "storage": self.storage, "slots": self._high,
             "free_slots": len(self._free), "seq": self._store.seq, "snapshot_seq": self._snapshot_seq,
@@ -639,6 +652,8 @@ class Catalog:
                        thumbnail=None if p.thumbnail is None else bytes(p.thumbnail))
 
 
+_ROUTE_KEYS = {("exact", "exact"): "exact", ("ann", "ann"): "ann", ("ann", "fallback"): "ann_fallback",
+               ("auto", "exact"): "auto_exact", ("auto", "ann"): "auto_ann", ("auto", "fallback"): "ann_fallback"}
 _hit = tuple.__new__  # builds a Hit without NamedTuple's Python-level __new__ (hot path)
 
 

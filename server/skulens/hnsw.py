@@ -132,7 +132,7 @@ class HnswIndex:
             labels, dist = self._g.knn_query(q, k=kk, num_threads=1, filter=filt)
         except RuntimeError as e:
             raise ShortResult(str(e)) from None
-        return 1.0 - dist[0], labels[0].astype(np.int64)
+        return 1.0 - dist[0], labels[0].view(np.int64)  # labels are slots < 2^63
 
     def vectors(self, ids) -> np.ndarray:
         """Stored vectors of live ids (used to rebuild the exact kernel from a snapshot)."""

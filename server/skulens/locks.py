@@ -12,28 +12,30 @@ from contextlib import contextmanager
 
 
 class RWLock:
-    __slots__ = ("_cond", "_readers", "_writer", "_waiting")
+    __slots__ = ("_lock", "_cond", "_readers", "_writer", "_waiting")
 
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._readers = 0
         self._writer = False
         self._waiting = 0
 
     def acquire_read(self) -> None:
-        with self._cond:
+        # Searches are the hot path: the uncontended case is one plain lock round-trip.
+        with self._lock:
             while self._writer or self._waiting:
                 self._cond.wait()
             self._readers += 1
 
     def release_read(self) -> None:
-        with self._cond:
+        with self._lock:
             self._readers -= 1
             if self._readers == 0 and self._waiting:
                 self._cond.notify_all()
 
     def acquire_write(self) -> None:
-        with self._cond:
+        with self._lock:
             self._waiting += 1
             while self._writer or self._readers:
                 self._cond.wait()
@@ -41,7 +43,7 @@ class RWLock:
             self._writer = True
 
     def release_write(self) -> None:
-        with self._cond:
+        with self._lock:
             self._writer = False
             self._cond.notify_all()
 
