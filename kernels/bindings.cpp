@@ -136,6 +136,14 @@ PYBIND11_MODULE(_kernel, m) {
         }
         return to_numpy(std::move(out), {ids.size(), static_cast<py::ssize_t>(self.dim())});
       })
+      .def("save", [](const ExactIndex& self, const std::string& path) {
+        py::gil_scoped_release nogil;
+        self.save(path);
+      })
+      .def("load", [](ExactIndex& self, const std::string& path) {
+        py::gil_scoped_release nogil;
+        self.load(path);
+      })
       .def("stream_read", [](const ExactIndex& self) {
         py::gil_scoped_release nogil;
         return self.stream_read();

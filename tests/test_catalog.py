@@ -245,3 +245,56 @@ def test_products_the_graph_lacks_yet_are_searched_exactly(cat):
     assert cat.wait_indexed(60)
     assert cat.stats()["hnsw"]["unindexed"] == 0
     assert cat.search(new[7], 1, mode="ann")[0].id == "n7"
+
+
+def test_concurrent_writers_share_commits(cat):
+    """Group commit: writes queued while one commits go together in the next
+    transaction, so 8 threads x 40 single upserts take far fewer than 320 fsyncs."""
+    import threading
+    x = clustered(320, D, seed=6)
+    seq0 = cat.stats()["seq"]
+    errors = []
+
+    def writer(t):
+        try:
+            for j in range(40):
+                i = t * 40 + j
+                seq = cat.upsert([dict(id=f"g{i}", vector=x[i])])
+                hit = cat.search(x[i], 1, mode="exact")[0]  # acknowledged = visible
+                assert hit.id == f"g{i}" and seq > seq0
+                if j % 10 == 9:
+                    assert cat.delete([f"g{i}"]) == 1 and cat.get(f"g{i}") is None
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(cat) == 320 - 32
+    transactions = cat.stats()["seq"] - seq0
+    assert transactions < 320 + 32  # fewer commits than writes: some were grouped
+    for i in range(320):
+        p = cat.get(f"g{i}")
+        assert (p is None) == (i % 40 % 10 == 9)
+        if p is not None:
+            np.testing.assert_allclose(p.vector, x[i], atol=1e-6)
+
+
+def test_a_failed_commit_acknowledges_nothing(cat, monkeypatch):
+    cat.upsert([dict(id="a", vector=np.ones(D))])
+
+    def boom(ops):
+        raise OSError("disk full (injected)")
+    monkeypatch.setattr(cat._store, "write", boom)
+    with pytest.raises(OSError, match="disk full"):
+        cat.upsert([dict(id="b", vector=np.ones(D))])
+    with pytest.raises(OSError):
+        cat.delete(["a"])
+    monkeypatch.undo()
+    assert "b" not in cat and cat.get("b") is None and "a" in cat
+    assert cat.search(np.ones(D), 5, mode="exact")[0].id == "a" and len(cat.search(np.ones(D), 5)) == 1
+    cat.upsert([dict(id="b", vector=np.ones(D))])  # and the free slot is reused
+    assert cat.stats()["slots"] == 2

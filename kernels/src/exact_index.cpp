@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -225,6 +226,89 @@ size_t ExactIndex::remove(const int64_t* ids, size_t n) {
   }
   nlive_ -= removed;
   return removed;
+}
+
+namespace {
+constexpr char kMagic[8] = {'S', 'K', 'L', 'X', 'A', 'C', 'T', '1'};
+
+struct FileHeader {
+  char magic[8];
+  uint64_t dim, storage, row_bytes, nrows, nlive;
+};
+
+struct File {
+  std::FILE* f;
+  File(const std::string& path, const char* mode) : f(std::fopen(path.c_str(), mode)) {
+    if (!f) throw std::runtime_error("cannot open " + path);
+  }
+  ~File() {
+    if (f) std::fclose(f);
+  }
+  void write(const void* p, size_t n, const std::string& path) {
+    if (n && std::fwrite(p, 1, n, f) != n) throw std::runtime_error("short write to " + path);
+  }
+  void read(void* p, size_t n, const std::string& path) {
+    if (n && std::fread(p, 1, n, f) != n) throw std::runtime_error(path + " is truncated");
+  }
+  void close(const std::string& path) {
+    const int rc = std::fclose(f);
+    f = nullptr;
+    if (rc != 0) throw std::runtime_error("cannot finish writing " + path);
+  }
+};
+}  // namespace
+
+void ExactIndex::save(const std::string& path) const {
+  std::shared_lock<std::shared_mutex> g(mu_);
+  FileHeader h{};
+  std::memcpy(h.magic, kMagic, sizeof kMagic);
+  h.dim = dim_;
+  h.storage = static_cast<uint64_t>(storage_);
+  h.row_bytes = row_bytes_;
+  h.nrows = nrows_;
+  h.nlive = nlive_;
+  File f(path, "wb");
+  f.write(&h, sizeof h, path);
+  f.write(data_, nrows_ * row_bytes_, path);
+  f.write(live_.data(), (nrows_ + 63) / 64 * sizeof(uint64_t), path);
+  if (storage_ == Storage::I8) {
+    f.write(scale_.data(), nrows_ * sizeof(float), path);
+    f.write(rsum_.data(), nrows_ * sizeof(int32_t), path);
+  }
+  f.close(path);
+}
+
+void ExactIndex::load(const std::string& path) {
+  File f(path, "rb");
+  FileHeader h{};
+  f.read(&h, sizeof h, path);
+  if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) throw std::runtime_error(path + " is not an exact-index file");
+  if (h.dim != dim_ || h.storage != static_cast<uint64_t>(storage_) || h.row_bytes != row_bytes_)
+    throw std::runtime_error(path + " holds another dim or storage (" + std::to_string(h.dim) + ", " +
+                             storage_name(static_cast<Storage>(h.storage)) + ")");
+  if (h.nrows > kMaxRows || h.nlive > h.nrows) throw std::runtime_error(path + " has a damaged header");
+  std::unique_lock<std::shared_mutex> g(mu_);
+  nrows_ = nlive_ = 0;  // a failed load leaves an empty index, never a half-loaded one
+  try {
+    reserve_rows(h.nrows);
+    std::fill(live_.begin(), live_.end(), 0);
+    f.read(data_, h.nrows * row_bytes_, path);
+    f.read(live_.data(), (h.nrows + 63) / 64 * sizeof(uint64_t), path);
+    if (storage_ == Storage::I8) {
+      f.read(scale_.data(), h.nrows * sizeof(float), path);
+      f.read(rsum_.data(), h.nrows * sizeof(int32_t), path);
+    }
+    if (h.nrows % 64 && (live_[h.nrows / 64] >> (h.nrows % 64)) != 0)
+      throw std::runtime_error(path + " is damaged (live bits past the last row)");
+    size_t live_count = 0;
+    for (size_t w = 0; w < (h.nrows + 63) / 64; ++w) live_count += static_cast<size_t>(__builtin_popcountll(live_[w]));
+    if (live_count != h.nlive) throw std::runtime_error(path + " is damaged (live rows do not match its header)");
+  } catch (...) {
+    std::fill(live_.begin(), live_.end(), 0);
+    throw;
+  }
+  nrows_ = h.nrows;
+  nlive_ = h.nlive;
 }
 
 std::vector<int64_t> ExactIndex::compact() {

@@ -77,6 +77,18 @@ class Hit(NamedTuple):
 _FIELDS = set(Product.__dataclass_fields__)
 
 
+@dataclass(slots=True, eq=False)
+class _Write:
+    """One caller's write waiting in the group-commit queue."""
+    kind: str                  # "upsert" (items: Products) or "delete" (items: ids)
+    items: list
+    slots: list = field(default_factory=list)
+    present: list = field(default_factory=list)
+    done: bool = False
+    result: int = 0
+    error: BaseException | None = None
+
+
 class Catalog:
     """A durable catalogue of products searchable by cosine similarity."""
 
@@ -110,6 +122,7 @@ class Catalog:
         self.max_unindexed = int(max_unindexed)
         self._progress = progress
         self._closed = True
+        self._failed: BaseException | None = None
         os.makedirs(self.path, exist_ok=True)
         self._lock_fd = os.open(os.path.join(self.path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -140,6 +153,8 @@ class Catalog:
         """Rebuild memory from the newest valid snapshot plus newer rows, or from SQLite alone."""
         self._rw = RWLock()
         self._wmu = threading.Lock()        # writers (transaction + apply), checkpoints
+        self._qlock = threading.Lock()      # the group-commit queue
+        self._queue: list[_Write] = []
         self._graph_mu = threading.Lock()   # the indexer's batches, checkpoints
         self._idx_cv = threading.Condition()
         self._stop_indexer = False
@@ -177,24 +192,29 @@ class Catalog:
             self._graph = HnswIndex(self.dim, self.params["M"], self.params["ef_construction"], self.ef,
                                     self.threads, capacity=cap)
             indexed = np.zeros(0, np.int64)
+            source = self._store.vectors_of(slots)  # everything: one sequential scan
+            todo = len(slots)
+        else:
+            source = self._store.vectors_after(base)  # changed since the snapshot: the seq index
+            todo = int(np.count_nonzero(seqs > base))
         self._graph.ef = self.ef
-        # Everything the graph does not hold comes from SQLite into the kernel
-        # now, and into the graph in the background.
-        rest = np.setdiff1d(slots, indexed, assume_unique=True)
-        bar = _progress(len(rest), "loading vectors", self._progress and len(rest) > 10_000)
-        for part_slots, vecs in self._store.vectors_of(rest):
+        bar = _progress(todo, "loading vectors", self._progress and todo > 10_000)
+        for part_slots, vecs in source:
             self._exact.upsert(part_slots, vecs)
             bar.update(len(part_slots))
         bar.close()
+        # The graph catches up in the background with whatever it lacks.
+        rest = np.setdiff1d(slots, indexed, assume_unique=True)
         self._mark_unindexed(rest)
         self._snapshot_seq = base
-        self._changes = int(np.count_nonzero(seqs > base))
+        self._changes = todo
         self._indexed_since_snapshot = 0
         log.info("catalogue %s: %d products, %d replayed after snapshot seq %d, %d to add to the graph",
-                 self.path, len(rows), self._changes, base, len(rest))
+                 self.path, len(rows), todo, base, len(rest))
 
     def _load_snapshot(self, slots: np.ndarray, seqs_db: np.ndarray):
-        """(graph, seq, slots it holds current vectors of) of the newest usable snapshot."""
+        """(graph, seq, slots the graph holds current vectors of) of the newest
+        usable snapshot, its rows loaded into the kernel; (None, 0, None) if none."""
         root = os.path.join(self.path, "snapshots")
         seqs = snap.list_snapshots(root)
         if not seqs:
@@ -205,23 +225,22 @@ class Catalog:
             try:
                 if s > self._store.seq:
                     raise ValueError(f"newer than the database (seq {self._store.seq})")
-                graph, snap_seq = snap.load(root, s, self.params, self.threads)
+                graph, snap_seq = snap.load(root, s, self.params, self.threads, self._exact)
                 old = seqs_db <= s  # rows unchanged since the snapshot must be in it as they are
                 keep = slots[old]
                 if len(keep) and (keep.max() >= len(snap_seq) or (snap_seq[keep] != seqs_db[old]).any()):
                     raise ValueError("disagrees with the database")
             except (ValueError, OSError, RuntimeError) as e:
                 log.warning("catalogue %s: snapshot %d unusable (%s); trying an older one", self.path, s, e)
+                self._exact = ExactIndex(self.dim, self.storage, threads=self.threads)
                 continue
-            # The graph's live slots that still hold the database's version stay;
-            # every other live slot of the graph is stale and hidden.
+            # Rows the snapshot has that the database changed or dropped since are
+            # hidden; changed ones come back with the replay.
+            self._exact.remove(np.setdiff1d(np.flatnonzero(snap_seq), keep, assume_unique=True))
             state = graph._state
-            indexed = keep[(keep < len(state))]
+            indexed = keep[keep < len(state)]
             indexed = np.sort(indexed[state[indexed] == LIVE])
             graph.remove(np.setdiff1d(np.flatnonzero(state == LIVE), indexed, assume_unique=True))
-            for i in range(0, len(indexed), 65536):
-                part = indexed[i:i + 65536]
-                self._exact.upsert(part, graph.vectors(part))
             return graph, s, indexed
         log.warning("catalogue %s: no usable snapshot; rebuilding the indexes from SQLite", self.path)
         return None, 0, None
@@ -273,6 +292,8 @@ class Catalog:
     def _check_open(self) -> None:
         if self._closed:
             raise Unavailable(f"catalogue {self.path} is closed")
+        if self._failed is not None:
+            raise Unavailable(f"catalogue {self.path} must be reopened after an internal error: {self._failed}")
 
     # --- writes ------------------------------------------------------------------
     def upsert(self, products: Iterable) -> int:
@@ -290,29 +311,7 @@ class Catalog:
         with self._idx_cv:
             while len(self._unindexed) >= self.max_unindexed and not self._closed:
                 self._idx_cv.wait(0.5)
-        with self._wmu:
-            self._check_open()
-            now = time.time()
-            slots, fresh = [], []
-            for p in items:
-                s = self._id_slot.get(p.id)
-                if s is None:
-                    s = self._alloc()
-                    fresh.append(s)
-                slots.append(s)
-            rows = [(p.id, s, p.sku, p.title, p.category, encode_attributes(p.attributes),
-                     p.vector.tobytes(), None if p.text_vector is None else p.text_vector.tobytes(), now, now)
-                    for p, s in zip(items, slots)]
-            thumbs = [(p.id, p.thumbnail) for p in items if p.thumbnail is not None]
-            try:
-                seq = self._store.write(rows, [], thumbs)
-            except BaseException:
-                for s in fresh:
-                    heapq.heappush(self._free, s)
-                raise
-            self._apply_upserts(items, np.asarray(slots, dtype=np.int64), seq)
-            self._wrote(len(items))
-        return seq
+        return self._submit(_Write("upsert", items))
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete products by id in one durable transaction; returns how many existed."""
@@ -321,27 +320,100 @@ class Catalog:
         ids = list(dict.fromkeys(ids))
         for i in ids:
             _check_id(i)
+        return self._submit(_Write("delete", ids))
+
+    def _submit(self, w: "_Write"):
+        """Group commit: whoever holds the writer mutex commits every write queued
+        so far in one transaction (one fsync), applies them in order, and wakes
+        their callers. Under concurrent writers this turns N fsyncs into ~1."""
+        with self._qlock:
+            self._queue.append(w)
         with self._wmu:
+            if not w.done:
+                with self._qlock:
+                    group, self._queue = self._queue, []
+                self._commit_group(group)
+        if w.error is not None:
+            raise w.error
+        return w.result
+
+    def _commit_group(self, group: list["_Write"]) -> None:
+        try:
             self._check_open()
-            present = [i for i in ids if i in self._id_slot]
-            if not present:
-                return 0
-            self._store.write([], present)
-            self._rw.acquire_write()
-            try:
-                for i in present:
-                    s = self._id_slot.pop(i)
-                    self._exact.remove([s])
-                    self._graph.remove([s])
-                    self._mark_indexed([s])
-                    self._postings.remove(s, self._slot_terms[s])
-                    self._slot_id[s] = self._slot_terms[s] = None
-                    self._slot_seq[s] = 0
-                    heapq.heappush(self._free, s)
-            finally:
-                self._rw.release_write()
-            self._wrote(len(present))
-        return len(present)
+        except Unavailable as e:
+            for w in group:
+                w.error, w.done = e, True
+            return
+        now = time.time()
+        overlay: dict[str, int | None] = {}  # id -> slot as the group's earlier writes leave it
+        ops, fresh = [], []
+        for w in group:
+            if w.kind == "upsert":
+                w.slots = []
+                for p in w.items:
+                    s = overlay[p.id] if p.id in overlay else self._id_slot.get(p.id)
+                    if s is None:
+                        s = self._alloc()
+                        fresh.append(s)
+                    overlay[p.id] = s
+                    w.slots.append(s)
+                rows = [(p.id, s, p.sku, p.title, p.category, encode_attributes(p.attributes),
+                         p.vector.tobytes(), None if p.text_vector is None else p.text_vector.tobytes(), now, now)
+                        for p, s in zip(w.items, w.slots)]
+                ops.append(("upsert", rows, [(p.id, p.thumbnail) for p in w.items if p.thumbnail is not None]))
+            else:
+                w.present = [i for i in w.items
+                             if (overlay[i] if i in overlay else self._id_slot.get(i)) is not None]
+                for i in w.present:
+                    overlay[i] = None
+                if w.present:
+                    ops.append(("delete", w.present, ()))
+        try:
+            seq = self._store.write(ops) if ops else self._store.seq
+        except BaseException as e:  # nothing of the group is acknowledged
+            for s in fresh:
+                heapq.heappush(self._free, s)
+            for w in group:
+                w.error, w.done = e, True
+            if not isinstance(e, Exception):
+                raise
+            return
+        n = 0
+        try:
+            for w in group:
+                if w.kind == "upsert":
+                    self._apply_upserts(w.items, np.asarray(w.slots, dtype=np.int64), seq)
+                    w.result = seq
+                    n += len(w.items)
+                else:
+                    self._apply_deletes(w.present)
+                    w.result = len(w.present)
+                    n += len(w.present)
+                w.done = True
+        except BaseException as e:
+            # Committed but not in memory: only a restart (replay from SQLite) repairs that.
+            log.exception("catalogue %s: a committed write failed to apply; restart to replay it", self.path)
+            self._failed = e
+            for w in group:
+                if not w.done:
+                    w.error, w.done = Unavailable(f"catalogue {self.path} must be reopened: {e}"), True
+            raise
+        self._wrote(n)
+
+    def _apply_deletes(self, ids: list[str]) -> None:
+        self._rw.acquire_write()
+        try:
+            for i in ids:
+                s = self._id_slot.pop(i)
+                self._exact.remove([s])
+                self._graph.remove([s])
+                self._mark_indexed([s])
+                self._postings.remove(s, self._slot_terms[s])
+                self._slot_id[s] = self._slot_terms[s] = None
+                self._slot_seq[s] = 0
+                heapq.heappush(self._free, s)
+        finally:
+            self._rw.release_write()
 
     def _alloc(self) -> int:
         if self._free:
@@ -456,7 +528,7 @@ class Catalog:
             # (saving only reads the graph). Slots not in the graph yet are
             # recorded as such by its state array and re-added after a restart.
             with self._graph_mu:
-                snap.write(os.path.join(self.path, "snapshots"), seq, self._graph,
+                snap.write(os.path.join(self.path, "snapshots"), seq, self._graph, self._exact,
                            self._slot_seq[: self._high], self.params, self.keep_snapshots, replace=True)
                 self._indexed_since_snapshot = 0
             self._snapshot_seq = seq
@@ -487,7 +559,7 @@ class Catalog:
             os.makedirs(dest, exist_ok=True)
             self._store.backup(os.path.join(dest, "catalog.db"))
             with self._graph_mu:
-                snap.write(os.path.join(dest, "snapshots"), self._store.seq, self._graph,
+                snap.write(os.path.join(dest, "snapshots"), self._store.seq, self._graph, self._exact,
                            self._slot_seq[: self._high], self.params, 1)
         return dest
 

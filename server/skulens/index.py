@@ -266,6 +266,18 @@ class ExactIndex:
         """Stored (unit, dequantised) vectors of live ids."""
         return self._call(self._ix.reconstruct, _as_ids(ids))
 
+    def save(self, path: str) -> None:
+        """Write the stored rows (as encoded) to one file."""
+        self._ix.save(str(path))
+
+    def load(self, path: str) -> None:
+        """Replace the contents with a file from save(); ValueError when it is
+        damaged or of another dim/storage (nothing is kept half-loaded)."""
+        try:
+            self._ix.load(str(path))
+        except RuntimeError as e:
+            raise ValueError(str(e)) from None
+
     def stream_read(self) -> int:
         """Read every stored byte once (the benchmark's memory floor)."""
         return self._ix.stream_read()

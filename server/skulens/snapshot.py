@@ -5,7 +5,8 @@ state, and `slot_seq` (the change seq of the version each slot holds), plus a
 manifest with sizes and CRC32s written last. It is built in a temporary folder,
 each file fsynced, then renamed into place and the parent fsynced, so a crash
 leaves either the whole snapshot or a temporary folder that start-up deletes.
-The exact kernel is not stored: it is rebuilt from the graph's own vectors.
+The exact kernel's rows are stored as encoded (`exact.bin`), so a restart
+restores them bit for bit without reading vectors from SQLite.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import zlib
 import numpy as np
 
 from .hnsw import HnswIndex
+from .index import ExactIndex
 
 log = logging.getLogger("skulens.snapshot")
 
 VERSION = 1
-GRAPH, STATE, SLOT_SEQ, MANIFEST = "hnsw.bin", "hnsw_state.npy", "slot_seq.npy", "manifest.json"
+GRAPH, STATE, EXACT, SLOT_SEQ, MANIFEST = "hnsw.bin", "hnsw_state.npy", "exact.bin", "slot_seq.npy", "manifest.json"
 
 
 def _crc(path: str) -> int:
@@ -42,8 +44,8 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def write(root: str, seq: int, graph: HnswIndex, slot_seq: np.ndarray, params: dict, keep: int = 2,
-          replace: bool = False) -> str:
+def write(root: str, seq: int, graph: HnswIndex, exact: ExactIndex, slot_seq: np.ndarray, params: dict,
+          keep: int = 2, replace: bool = False) -> str:
     """Write snapshot `seq` under root; keep the newest `keep`; returns its folder.
 
     replace: a snapshot of the same seq exists but the graph has grown since
@@ -56,9 +58,10 @@ def write(root: str, seq: int, graph: HnswIndex, slot_seq: np.ndarray, params: d
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     graph.save(os.path.join(tmp, GRAPH), os.path.join(tmp, STATE))
+    exact.save(os.path.join(tmp, EXACT))
     np.save(os.path.join(tmp, SLOT_SEQ), slot_seq)
     files = {}
-    for name in (GRAPH, STATE, SLOT_SEQ):
+    for name in (GRAPH, STATE, EXACT, SLOT_SEQ):
         p = os.path.join(tmp, name)
         _fsync(p)
         files[name] = {"bytes": os.path.getsize(p), "crc32": _crc(p)}
@@ -96,9 +99,9 @@ def list_snapshots(root: str) -> list[int]:
     return sorted(seqs, reverse=True)
 
 
-def load(root: str, seq: int, params: dict, threads: int | None):
-    """(graph, slot_seq) of snapshot seq; raises ValueError when it is damaged
-    or was built with other parameters."""
+def load(root: str, seq: int, params: dict, threads: int | None, exact: ExactIndex):
+    """(graph, slot_seq) of snapshot seq, with its rows loaded into `exact`;
+    raises ValueError when it is damaged or was built with other parameters."""
     folder = os.path.join(root, f"{seq:020d}")
     try:
         with open(os.path.join(folder, MANIFEST)) as f:
@@ -118,4 +121,5 @@ def load(root: str, seq: int, params: dict, threads: int | None):
     slot_seq = np.load(os.path.join(folder, SLOT_SEQ))
     if slot_seq.dtype != np.int64 or slot_seq.ndim != 1:
         raise ValueError("slot_seq has the wrong type")
+    exact.load(os.path.join(folder, EXACT))
     return graph, slot_seq

@@ -111,25 +111,29 @@ class Store:
         return c
 
     # --- writes (caller serialises) ----------------------------------------
-    def write(self, upserts: list[tuple], deletes: list[str], thumbs: list[tuple] = ()) -> int:
-        """One durable transaction; returns its seq. upserts are rows in _COLUMNS
-        order without seq (filled in here)."""
+    def write(self, ops: list[tuple]) -> int:
+        """One durable transaction over ops, in order; returns its seq.
+
+        ops: ("upsert", rows, thumbnails) with rows in _COLUMNS order minus seq
+        (filled in here), or ("delete", ids, ()).
+        """
         seq = self.seq + 1
         c = self._w
         try:
             c.execute("BEGIN IMMEDIATE")
-            if deletes:
-                c.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in deletes])
-                c.executemany("DELETE FROM thumbnails WHERE id = ?", [(i,) for i in deletes])
-            if upserts:
+            for kind, arg, thumbs in ops:
+                if kind == "delete":
+                    c.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in arg])
+                    c.executemany("DELETE FROM thumbnails WHERE id = ?", [(i,) for i in arg])
+                    continue
                 c.executemany(
                     f"INSERT INTO products ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT(id) DO UPDATE SET slot=excluded.slot, seq=excluded.seq, sku=excluded.sku, "
                     "title=excluded.title, category=excluded.category, attributes=excluded.attributes, "
                     "vector=excluded.vector, text_vector=excluded.text_vector, updated=excluded.updated",
-                    [(r[0], r[1], seq, *r[2:]) for r in upserts])
-            if thumbs:
-                c.executemany("INSERT OR REPLACE INTO thumbnails VALUES (?, ?)", thumbs)
+                    [(r[0], r[1], seq, *r[2:]) for r in arg])
+                if thumbs:
+                    c.executemany("INSERT OR REPLACE INTO thumbnails VALUES (?, ?)", thumbs)
             c.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (str(seq),))
             c.execute("COMMIT")
         except BaseException:
@@ -178,6 +182,16 @@ class Store:
                 idx = np.flatnonzero(keep).tolist()
                 vecs = np.frombuffer(b"".join(rows[i][1] for i in idx), dtype="<f4").reshape(len(idx), self.dim)
                 yield s[keep], vecs
+        except sqlite3.DatabaseError as e:
+            raise CorruptCatalog(f"catalogue database {self.path} is damaged: {e}") from None
+
+    def vectors_after(self, seq: int, chunk: int = 8192):
+        """Yield (slots, vectors) of rows changed after seq (the replay after a snapshot)."""
+        try:
+            cur = self._w.execute("SELECT slot, vector FROM products WHERE seq > ?", (seq,))
+            while rows := cur.fetchmany(chunk):
+                s = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                yield s, np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dim)
         except sqlite3.DatabaseError as e:
             raise CorruptCatalog(f"catalogue database {self.path} is damaged: {e}") from None
 

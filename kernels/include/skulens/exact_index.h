@@ -65,6 +65,13 @@ class ExactIndex {
   // Reads the whole stored buffer once with the same threads (benchmark floor).
   uint64_t stream_read() const;
 
+  // The stored rows as they are (codes, scales, tombstones) in one binary file,
+  // so a restart restores them bit for bit without re-encoding. load() replaces
+  // the contents; it throws std::runtime_error on a file of another dim or
+  // storage, or one that is short or damaged in its header.
+  void save(const std::string& path) const;
+  void load(const std::string& path);
+
  private:
   struct Prepared;
   Prepared prepare(const float* q, size_t nq) const;
