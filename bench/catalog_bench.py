@@ -32,7 +32,7 @@ from skulens.synthetic import clustered
 
 OUT = Path(__file__).parent
 K = 10
-EFS = [16, 32, 48, 64, 96, 128, 192, 256]
+EFS = [16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768]
 
 
 def product(i: int, v) -> dict:
@@ -77,13 +77,15 @@ def run_split(systems: dict, queries: np.ndarray, truth: np.ndarray):
     return {n: {"recall": rec(res[n], truth[idx[n]]), "queries": len(idx[n]), **stats_us(lat[n])} for n in names}
 
 
-def bare_fn(g, ef, filt=None):
+def bare_fn(graph, ef, filt=None):
     """Bare hnswlib: set_ef + knn_query(k=10) on the catalogue's own hnswlib
     object (the same graph in the same memory, so caches treat both alike)."""
+    g = graph._g
+
     def f(q):
         g.set_ef(ef)
         labels, _ = g.knn_query(q, k=K, num_threads=1, filter=filt)
-        g.set_ef(1)  # the catalogue asks for max(k, ef) candidates with ef_ at 1
+        g.set_ef(graph._ef_now)  # put back what the catalogue believes is set
         return labels[0]
     return f
 
@@ -124,7 +126,7 @@ def bench_size(n: int, dim: int, nq: int, nq_exact: int, singles: int, workdir: 
           f"{out['ingest_indexed_per_s']:.0f}/s until the graph held all; single {out['upsert_single_per_s']:.0f}/s; "
           f"snapshot {out['snapshot_write_s']:.1f} s")
 
-    g = cat._graph._g
+    g = cat._graph
 
     keep = np.array([i % 10 == 3 for i in range(n + singles)])
     truth = truth_topk(x, q, K)
@@ -258,6 +260,38 @@ def plot(report: dict, png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
+def markdown(report: dict) -> str:
+    """The tables RESULTS.md quotes."""
+    out = []
+    for s in report["sizes"]:
+        out.append(f"\n#### {s['n']:,} x {s['dim']}\n")
+        out.append("| | hnswlib p50 / p99 (us) | ann p50 / p99 | auto p50 / p99 | recall@10 hnswlib / ann / auto | auto / hnswlib p50 |")
+        out.append("|---|---|---|---|---|---|")
+        for name in ("unfiltered", "filter10"):
+            rows = s["curves"][name]
+            for ef in EFS:
+                r = {x["system"]: x for x in rows if x["ef"] == ef}
+                h, a, u = r["hnswlib"], r["ann"], r["auto"]
+                out.append(f"| {name} ef={ef} | {h['p50_us']:.0f} / {h['p99_us']:.0f} | {a['p50_us']:.0f} / "
+                           f"{a['p99_us']:.0f} | {u['p50_us']:.0f} / {u['p99_us']:.0f} | {h['recall']:.3f} / "
+                           f"{a['recall']:.3f} / {u['recall']:.3f} | {u['p50_us'] / h['p50_us']:.2f} |")
+            ex = [x for x in rows if x["system"] == "exact"][0]
+            out.append(f"| {name} exact | | | {ex['p50_us']:.0f} / {ex['p99_us']:.0f} | 1.000 | |")
+        out.append("")
+        for name in ("unfiltered", "filter10"):
+            b, a = at_recall(s["curves"][name], "hnswlib"), at_recall(s["curves"][name], "auto")
+            if b and a:
+                out.append(f"- {name}: first point at recall@10 >= 0.98: hnswlib {b['p50_us']:.0f} us (ef {b['ef']}), "
+                           f"auto {a['p50_us']:.0f} us (ef {a['ef']}) -> **{a['p50_us'] / b['p50_us']:.2f}x**")
+        out.append(f"- upserts: {s['upsert_batched_per_s']:,.0f}/s acknowledged in batches of {s['upsert_batch_size']} "
+                   f"(first {min(s['n'], 100_000):,}: {s.get('upsert_batched_burst_per_s', 0):,.0f}/s); "
+                   f"{s['ingest_indexed_per_s']:,.0f}/s until the graph held all; single upserts {s['upsert_single_per_s']:,.0f}/s")
+        out.append(f"- start-up: from a snapshot {s['startup_snapshot_s']:.1f} s; from SQLite alone "
+                   f"{s['startup_sqlite_s']:.1f} s to searchable, graph rebuilt in the background by "
+                   f"{s['graph_rebuild_s']:.0f} s; database {s['db_bytes'] / 2**20:,.0f} MiB")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, nargs="*", default=[100_000, 1_000_000])
@@ -287,6 +321,7 @@ def main() -> None:
                           f"auto {a['p50_us']:.0f} us (ef {a['ef']}): ratio {a['p50_us'] / b['p50_us']:.2f}")
         path = args.out or OUT / "catalog_bench.json"
         plot(report, path.with_suffix(".png"))
+        print(markdown(report))
     path.write_text(json.dumps(report, indent=1))
     print("wrote", path)
 

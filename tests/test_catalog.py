@@ -298,3 +298,18 @@ def test_a_failed_commit_acknowledges_nothing(cat, monkeypatch):
     assert cat.search(np.ones(D), 5, mode="exact")[0].id == "a" and len(cat.search(np.ones(D), 5)) == 1
     cat.upsert([dict(id="b", vector=np.ones(D))])  # and the free slot is reused
     assert cat.stats()["slots"] == 2
+
+
+@pytest.mark.parametrize("storage", ["fp16", "int8"])
+def test_compressed_kernel_storage(tmp_path, storage):
+    x, q = clustered(3000, D, seed=1), clustered(30, D, seed=2)
+    with Catalog.open(tmp_path / "c", D, storage=storage, exact_below=500) as c:
+        c.upsert(products(x))
+        ids = [f"p{i}" for i in range(3000)]
+        for mode in ("exact", "auto"):
+            rec = np.mean([len({h.id for h in c.search(qq, 10, mode=mode)} & set(oracle(x, ids, qq, 10)[0])) / 10
+                           for qq in q])
+            assert rec >= 0.95, (mode, rec)
+        assert c.stats()["storage"] == storage
+    with Catalog.open(tmp_path / "c", D, storage=storage) as c:  # restored from its snapshot
+        assert c.search(x[11], 1, mode="exact")[0].id == "p11"

@@ -67,3 +67,21 @@ def test_dense_postings_follow_growth_and_shrink():
     assert p._p[("category", "a")].bits is None
     m = p.mask(((("category", "a"),),), 5000).unpacked()[:5000]
     assert m.sum() == 100 and m[4900:].all()
+
+
+def test_bulk_load_equals_one_by_one():
+    rng = np.random.default_rng(3)
+    items = [(s, flt.terms_of(f"c{rng.integers(4)}", {"k": f"v{rng.integers(3000)}"})) for s in range(20000)]
+    a, b = flt.Postings(), flt.Postings()
+    a.grow(20000)
+    b.grow(20000)
+    for s, t in items:
+        a.add(s, t)
+    b.bulk_load(items)
+    for clauses in (flt.parse("category=c1"), flt.parse("k=v7 OR category=c3"), flt.parse("k=v1 AND category=c0")):
+        np.testing.assert_array_equal(a.mask(clauses, 20000).packed, b.mask(clauses, 20000).packed)
+    assert (b._p[("category", "c1")].bits is not None) and b._p[("k", "v1")].bits is None
+    b.remove(5, items[5][1])  # and it stays maintainable
+    a.remove(5, items[5][1])
+    np.testing.assert_array_equal(a.mask(flt.parse("category=c1"), 20000).packed,
+                                  b.mask(flt.parse("category=c1"), 20000).packed)

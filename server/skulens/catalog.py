@@ -20,11 +20,14 @@ import fcntl
 import heapq
 import json
 import logging
+import math
 import numbers
 import os
 import shutil
 import threading
 import time
+from itertools import repeat
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
@@ -112,7 +115,7 @@ class Catalog:
         self.path = os.fspath(path)
         self.dim = int(dim)
         self.storage = storage
-        self.params = {"dim": self.dim, "M": int(M), "ef_construction": int(ef_construction)}
+        self.params = {"dim": self.dim, "storage": storage, "M": int(M), "ef_construction": int(ef_construction)}
         self.ef = int(ef)
         self.threads = threads
         self.exact_below = int(exact_below)
@@ -162,6 +165,9 @@ class Catalog:
         self._count_keys = ("exact", "ann", "auto_exact", "auto_ann", "ann_fallback")
         self._all_counts: list[dict] = []
         self._tl = threading.local()
+        self._version = 0  # bumped by every applied write (under the write lock)
+        self._mask_cache: OrderedDict = OrderedDict()
+        self._mask_lock = threading.Lock()
         rows = self._store.scan_meta()
         self._high = max((r[1] for r in rows), default=-1) + 1
         cap = max(self._high, 1024)
@@ -173,13 +179,14 @@ class Catalog:
         self._id_slot: dict[str, int] = {}
         self._postings = flt.Postings()
         self._postings.grow(cap)
+        loads, terms_of = json.loads, flt.terms_of
         for pid, slot, seq, category, attrs in rows:
             self._id_slot[pid] = slot
             self._slot_id[slot] = pid
-            self._slot_seq[slot] = seq
-            terms = flt.terms_of(category, json.loads(attrs))
-            self._slot_terms[slot] = terms
-            self._postings.add(slot, terms)
+            self._slot_terms[slot] = terms_of(category, loads(attrs) if attrs != "{}" else {})
+        if rows:
+            self._slot_seq[[r[1] for r in rows]] = [r[2] for r in rows]
+        self._postings.bulk_load((r[1], self._slot_terms[r[1]]) for r in rows)
         used = np.zeros(self._high, dtype=bool)
         used[[r[1] for r in rows]] = True
         self._free = np.flatnonzero(~used).tolist()  # sorted: already a heap
@@ -412,6 +419,7 @@ class Catalog:
                 self._slot_id[s] = self._slot_terms[s] = None
                 self._slot_seq[s] = 0
                 heapq.heappush(self._free, s)
+            self._version += 1
         finally:
             self._rw.release_write()
 
@@ -423,10 +431,14 @@ class Catalog:
         self._slot_id.append(None)
         self._slot_terms.append(None)
         if s >= len(self._slot_seq):
-            # Grown copies are swapped in whole: a search holding the old array reads a valid one.
-            self._slot_seq = np.concatenate([self._slot_seq, np.zeros(len(self._slot_seq), np.int64)])
-            self._unidx_bits = np.concatenate([self._unidx_bits, np.zeros(len(self._unidx_bits), np.uint8)])
-            self._postings.grow(len(self._slot_seq))
+            # Under the write lock: the indexer flips bits in these arrays too.
+            self._rw.acquire_write()
+            try:
+                self._slot_seq = np.concatenate([self._slot_seq, np.zeros(len(self._slot_seq), np.int64)])
+                self._unidx_bits = np.concatenate([self._unidx_bits, np.zeros(len(self._unidx_bits), np.uint8)])
+                self._postings.grow(len(self._slot_seq))
+            finally:
+                self._rw.release_write()
         return s
 
     def _apply_upserts(self, items: list[Product], slots: np.ndarray, seq: int, chunk: int = 1024) -> None:
@@ -450,6 +462,7 @@ class Catalog:
                     self._id_slot[p.id] = s
                     self._slot_seq[s] = seq
                 self._mark_unindexed(slots[a:b])
+                self._version += 1
             finally:
                 self._rw.release_write()
 
@@ -613,8 +626,9 @@ class Catalog:
             self._check_open()
             allow = None
             n = len(self._id_slot)
+            high = self._high  # writers may allocate slots meanwhile (not yet live): read it once
             if clauses:
-                allow = self._postings.mask(clauses, self._high)
+                allow = self._filter_mask(clauses, high)
                 n = allow.count()
             if n == 0:
                 return []
@@ -625,7 +639,7 @@ class Catalog:
                 backlog = None
                 n_graph = n
                 if self._unindexed:  # products the graph lacks yet are scanned exactly
-                    bits = self._unidx_bits[: (self._high + 7) // 8]
+                    bits = self._unidx_bits[: (high + 7) // 8 if allow is None else len(allow.packed)]
                     backlog = Bits(bits if allow is None else bits & allow.packed[: len(bits)])
                     n_graph = n - backlog.count()
                 try:
@@ -654,8 +668,10 @@ class Catalog:
                 scores, slots = scores[0], slots[0]
                 good = slots >= 0
                 scores, slots = scores[good], slots[good]
-            sid = self._slot_id
-            hits = [_hit(Hit, (sid[s], sc)) for s, sc in zip(slots.tolist(), scores.tolist())]
+            # C-level iteration only: this runs right after the graph walk has
+            # evicted the interpreter's caches, where every bytecode costs.
+            hits = list(map(_hit, repeat(Hit), zip(map(self._slot_id.__getitem__, slots.tolist()),
+                                                   scores.tolist())))
         finally:
             self._rw.release_read()
         counts = getattr(self._tl, "counts", None) or self._thread_counts()
@@ -669,6 +685,23 @@ class Catalog:
         with self._stats_lock:
             self._all_counts.append(c)
         return c
+
+    def _filter_mask(self, clauses, high: int) -> Bits:
+        """The filter's bitset, cached until the next write: shops filter by the
+        same few categories over and over, and at 1M products building a mask
+        (and unpacking it for hnswlib) costs more than the cache lookup."""
+        with self._mask_lock:
+            hit = self._mask_cache.get(clauses)
+            if hit is not None and hit[0] == self._version:
+                self._mask_cache.move_to_end(clauses)
+                return hit[1]
+        bits = self._postings.mask(clauses, high)
+        with self._mask_lock:
+            self._mask_cache[clauses] = (self._version, bits)
+            self._mask_cache.move_to_end(clauses)
+            while len(self._mask_cache) > 16:
+                self._mask_cache.popitem(last=False)
+        return bits
 
     def stats(self) -> dict:
         self._check_open()
@@ -730,6 +763,8 @@ _hit = tuple.__new__  # builds a Hit without NamedTuple's Python-level __new__ (
 
 
 def _count(v, what: str) -> int:
+    if type(v) is int and 1 <= v <= MAX_K:
+        return v
     if type(v) is not int and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
         raise InvalidArgument(f"{what} must be an integer in 1..{MAX_K}, got {v!r}")
     if not 1 <= v <= MAX_K:
@@ -749,9 +784,9 @@ def _unit(v, dim: int, what: str) -> np.ndarray:
     if type(v) is np.ndarray and v.dtype == np.float32 and v.shape == (dim,):
         # Fast path for the common query: a finite sum of squares proves every
         # element finite (NaN/Inf propagate), so one dot product checks it all.
-        n2 = float(np.dot(v, v))
-        if 0.0 < n2 < float("inf"):
-            return v * np.float32(1.0 / np.sqrt(n2))
+        n2 = float(v.dot(v))
+        if 0.0 < n2 < math.inf:
+            return v * (1.0 / math.sqrt(n2))  # a Python float keeps the result float32
     try:
         a = np.asarray(v, dtype=np.float64)
     except (TypeError, ValueError) as e:

@@ -155,6 +155,26 @@ class Postings:
                 if len(p.members) < self._dense_min() // 2:
                     p.bits = None
 
+    def bulk_load(self, slot_terms) -> None:
+        """Add many (slot, terms) at once (start-up): members are grouped per term
+        first and each bitset is packed in one numpy call, not bit by bit."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for slot, terms in slot_terms:
+            for t in terms:
+                g = groups.get(t)
+                if g is None:
+                    groups[t] = [slot]
+                else:
+                    g.append(slot)
+        dense = self._dense_min()
+        for t, slots in groups.items():
+            p = self._p.get(t)
+            if p is None:
+                p = self._p[t] = _Posting()
+            p.members.update(slots)
+            if p.bits is not None or len(p.members) >= dense:
+                p.bits = _pack(p.members, self.capacity)
+
     def count(self, term) -> int:
         p = self._p.get(term)
         return len(p.members) if p else 0

@@ -77,16 +77,22 @@ class Bits:
     """A filter already packed as a little-endian bitset (bit i = id i), as the
     catalogue's postings keep it: passed through without unpacking."""
 
-    __slots__ = ("packed",)
+    __slots__ = ("packed", "_count", "_unpacked")
 
     def __init__(self, packed: np.ndarray):
-        self.packed = packed  # uint8
+        self.packed = packed  # uint8; never modified once wrapped (results are memoised)
+        self._count = None
+        self._unpacked = None
 
     def count(self) -> int:
-        return int(np.bitwise_count(self.packed).sum(dtype=np.int64))
+        if self._count is None:
+            self._count = int(np.bitwise_count(self.packed).sum(dtype=np.int64))
+        return self._count
 
     def unpacked(self) -> np.ndarray:
-        return np.unpackbits(self.packed, bitorder="little").view(np.bool_)
+        if self._unpacked is None:
+            self._unpacked = np.unpackbits(self.packed, bitorder="little").view(np.bool_)
+        return self._unpacked
 
 
 def allow_bitset(allow) -> np.ndarray | None:
