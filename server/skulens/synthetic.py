@@ -19,6 +19,27 @@ def clustered(n: int, dim: int, seed: int = 0, clusters: int = 64, spread: float
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def manifold(n: int, dim: int, seed: int = 0, latent: int = 24, clusters: int = 256,
+             spread: float = 0.5, noise: float = 0.02) -> np.ndarray:
+    """n unit vectors [n, dim] float32 near a `latent`-dimensional subspace.
+
+    Learned embeddings vary along far fewer directions than they have (their
+    intrinsic dimension is tens, not hundreds), which is what makes graph
+    search work on them; `clustered` is the harder, isotropic case. Points are
+    clusters in a shared latent space, mapped into dim by one fixed random
+    projection, plus a little isotropic noise.
+    """
+    g = np.random.default_rng([dim, latent, clusters, 7])
+    proj = np.linalg.qr(g.standard_normal((dim, latent)))[0]  # orthonormal columns
+    centres = g.standard_normal((clusters, latent))
+    rng = np.random.default_rng(seed)
+    z = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, latent))
+    x = z @ proj.T
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x += noise * rng.standard_normal((n, dim)) / np.sqrt(dim)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
 def exact_topk(x: np.ndarray, q: np.ndarray, k: int):
     """float64 top-k by cosine: (scores, ids, all scores); ties go to the lower id."""
     xn = x.astype(np.float64)
