@@ -179,11 +179,20 @@ class Catalog:
         self._id_slot: dict[str, int] = {}
         self._postings = flt.Postings()
         self._postings.grow(cap)
+        # Products share categories and attribute sets: decode each distinct
+        # (category, attributes) once and share the terms tuple between them.
+        memo: dict[tuple[str, str], tuple] = {}
         loads, terms_of = json.loads, flt.terms_of
         for pid, slot, seq, category, attrs in rows:
             self._id_slot[pid] = slot
             self._slot_id[slot] = pid
-            self._slot_terms[slot] = terms_of(category, loads(attrs) if attrs != "{}" else {})
+            key = (category, attrs)
+            terms = memo.get(key)
+            if terms is None:
+                terms = terms_of(category, loads(attrs))
+                if len(memo) < 200_000:
+                    memo[key] = terms
+            self._slot_terms[slot] = terms
         if rows:
             self._slot_seq[[r[1] for r in rows]] = [r[2] for r in rows]
         self._postings.bulk_load((r[1], self._slot_terms[r[1]]) for r in rows)

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -114,12 +115,21 @@ def load(root: str, seq: int, params: dict, threads: int | None, exact: ExactInd
         raise ValueError(f"built with {m['params']}, now {params}")
     for name, want in m["files"].items():
         p = os.path.join(folder, name)
-        if not os.path.exists(p) or os.path.getsize(p) != want["bytes"] or _crc(p) != want["crc32"]:
+        if not os.path.exists(p) or os.path.getsize(p) != want["bytes"]:
+            raise ValueError(f"{name} is missing or of the wrong size")
+    # Every file is checked before anything parses it (hnswlib trusts its input);
+    # zlib and file reads release the GIL, so the files are summed in parallel.
+    with ThreadPoolExecutor(len(m["files"])) as pool:
+        sums = dict(zip(m["files"], pool.map(lambda n: _crc(os.path.join(folder, n)), m["files"])))
+    for name, want in m["files"].items():
+        if sums[name] != want["crc32"]:
             raise ValueError(f"{name} does not match its checksum")
-    graph = HnswIndex.load(os.path.join(folder, GRAPH), os.path.join(folder, STATE), dim=params["dim"],
-                           M=params["M"], ef_construction=params["ef_construction"], threads=threads)
+    with ThreadPoolExecutor(1) as pool:  # the kernel loads (GIL released) while hnswlib does
+        exact_done = pool.submit(exact.load, os.path.join(folder, EXACT))
+        graph = HnswIndex.load(os.path.join(folder, GRAPH), os.path.join(folder, STATE), dim=params["dim"],
+                               M=params["M"], ef_construction=params["ef_construction"], threads=threads)
+        exact_done.result()
     slot_seq = np.load(os.path.join(folder, SLOT_SEQ))
     if slot_seq.dtype != np.int64 or slot_seq.ndim != 1:
         raise ValueError("slot_seq has the wrong type")
-    exact.load(os.path.join(folder, EXACT))
     return graph, slot_seq
