@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install test test-py test-cpp bench clean
+.PHONY: install test test-py test-cpp bench clean proto
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test-cpp:
 	cmake -S . -B build/ctest -DSKULENS_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build build/ctest -j2
 	ctest --test-dir build/ctest --output-on-failure
+
+# Regenerate the gRPC code from the proto (committed; tests/test_proto.py checks it is current).
+proto:
+	$(PY) -m grpc_tools.protoc -I proto --python_out=server --pyi_out=server --grpc_python_out=server \
+		proto/skulens/v1/skulens.proto
 
 bench: install
 	$(PY) bench/kernel_bench.py

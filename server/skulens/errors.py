@@ -36,3 +36,21 @@ class CorruptCatalog(SkulensError):
     """Stored data is damaged beyond what skulens repairs by itself (the database)."""
 
     grpc_code = "DATA_LOSS"
+
+
+class Unimplemented(SkulensError):
+    """The server lacks what the request needs (an encoder that is not loaded)."""
+
+    grpc_code = "UNIMPLEMENTED"
+
+
+class DeadlineExceeded(SkulensError):
+    """The caller's deadline passed before the work could be done."""
+
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class ResourceExhausted(SkulensError):
+    """A request over a size limit (image bytes, batch size)."""
+
+    grpc_code = "RESOURCE_EXHAUSTED"

@@ -1,0 +1,152 @@
+"""A small client for skulens.v1.ProductSearch, sync (`Client`) and asyncio (`AsyncClient`).
+
+    from skulens.client import Client
+    with Client("127.0.0.1:50051") as c:
+        for hit in c.search(vector=v, top_k=5, filters="category=shoes"):
+            print(hit.product_id, hit.score)
+
+Errors arrive as grpc.RpcError with the server's status code and message.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import grpc
+
+from .v1 import skulens_pb2 as pb
+from .v1 import skulens_pb2_grpc as pb_grpc
+
+MODES = {"auto": pb.MODE_AUTO, "exact": pb.MODE_EXACT, "ann": pb.MODE_ANN}
+
+
+def _filter(filters) -> pb.Filter | None:
+    if filters is None:
+        return None
+    if isinstance(filters, str):
+        return pb.Filter(expression=filters)
+    if isinstance(filters, dict):
+        filters = [[(k, v)] if isinstance(v, str) else [(k, x) for x in v] for k, v in filters.items()]
+    return pb.Filter(all=[pb.Clause(any=[pb.Term(key=k, value=v) for k, v in c]) for c in filters])
+
+
+def search_request(*, image: bytes | None = None, text: str | None = None, vector: Sequence[float] | None = None,
+                   product_id: str | None = None, top_k: int = 10, filters=None, mode: str = "auto", ef: int = 0,
+                   include_metadata: bool = False) -> pb.SearchRequest:
+    given = [k for k, v in dict(image=image, text=text, vector=vector, product_id=product_id).items() if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of image, text, vector, product_id (got {given or 'none'})")
+    q = pb.Query()
+    if image is not None:
+        q.image = image
+    elif text is not None:
+        q.text = text
+    elif vector is not None:
+        q.vector.values.extend([float(x) for x in vector])
+    else:
+        q.product_id = product_id
+    return pb.SearchRequest(query=q, top_k=top_k, filter=_filter(filters), mode=MODES[mode], ef=ef,
+                            include_metadata=include_metadata)
+
+
+def product_message(p) -> pb.Product:
+    """A dict or skulens.catalog.Product as the wire message."""
+    d = p if isinstance(p, dict) else {k: getattr(p, k) for k in ("id", "sku", "title", "category", "attributes",
+                                                                   "vector", "text_vector")}
+    m = pb.Product(id=d["id"], sku=d.get("sku") or "", title=d.get("title") or "",
+                   category=d.get("category") or "", attributes=d.get("attributes") or {})
+    if d.get("vector") is not None:
+        m.vector.extend([float(x) for x in d["vector"]])
+    if d.get("text_vector") is not None:
+        m.text_vector.extend([float(x) for x in d["text_vector"]])
+    if d.get("image") is not None:
+        m.image = d["image"]
+    return m
+
+
+class Client:
+    def __init__(self, target: str, timeout: float | None = 10.0, metadata=None, options=()):
+        self.channel = grpc.insecure_channel(target, options=list(options))
+        self.stub = pb_grpc.ProductSearchStub(self.channel)
+        self.timeout = timeout
+        self.metadata = metadata
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _kw(self):
+        return {"timeout": self.timeout, "metadata": self.metadata}
+
+    def search(self, **kw) -> list:
+        return list(self.stub.Search(search_request(**kw), **self._kw()).hits)
+
+    def search_full(self, **kw) -> pb.SearchResponse:
+        """The whole response, timings included."""
+        return self.stub.Search(search_request(**kw), **self._kw())
+
+    def upsert(self, products: Iterable) -> pb.UpsertResponse:
+        return self.stub.Upsert(pb.UpsertRequest(products=[product_message(p) for p in products]), **self._kw())
+
+    def upsert_stream(self, batches: Iterable[Iterable]) -> pb.UpsertResponse:
+        reqs = (pb.UpsertRequest(products=[product_message(p) for p in b]) for b in batches)
+        return self.stub.UpsertStream(reqs, **self._kw())
+
+    def delete(self, ids: Iterable[str]) -> int:
+        return self.stub.Delete(pb.DeleteRequest(ids=list(ids)), **self._kw()).deleted
+
+    def get(self, product_id: str, include_vector: bool = False) -> pb.Product:
+        return self.stub.GetProduct(pb.GetProductRequest(id=product_id, include_vector=include_vector), **self._kw())
+
+    def embed(self, *, image: bytes | None = None, text: str | None = None) -> list[float]:
+        req = pb.EmbedRequest(image=image) if image is not None else pb.EmbedRequest(text=text)
+        return list(self.stub.Embed(req, **self._kw()).vector)
+
+    def stats(self) -> dict:
+        import json
+        return json.loads(self.stub.Stats(pb.StatsRequest(), **self._kw()).json)
+
+
+class AsyncClient:
+    """The same calls on grpc.aio, for asyncio programs."""
+
+    def __init__(self, target: str, timeout: float | None = 10.0, metadata=None, options=()):
+        self.channel = grpc.aio.insecure_channel(target, options=list(options))
+        self.stub = pb_grpc.ProductSearchStub(self.channel)
+        self.timeout = timeout
+        self.metadata = metadata
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def search(self, **kw) -> list:
+        r = await self.stub.Search(search_request(**kw), timeout=self.timeout, metadata=self.metadata)
+        return list(r.hits)
+
+    async def upsert(self, products: Iterable) -> pb.UpsertResponse:
+        return await self.stub.Upsert(pb.UpsertRequest(products=[product_message(p) for p in products]),
+                                      timeout=self.timeout, metadata=self.metadata)
+
+    async def delete(self, ids: Iterable[str]) -> int:
+        r = await self.stub.Delete(pb.DeleteRequest(ids=list(ids)), timeout=self.timeout, metadata=self.metadata)
+        return r.deleted
+
+    async def get(self, product_id: str, include_vector: bool = False) -> pb.Product:
+        return await self.stub.GetProduct(pb.GetProductRequest(id=product_id, include_vector=include_vector),
+                                          timeout=self.timeout, metadata=self.metadata)
+
+    async def stats(self) -> dict:
+        import json
+        r = await self.stub.Stats(pb.StatsRequest(), timeout=self.timeout, metadata=self.metadata)
+        return json.loads(r.json)

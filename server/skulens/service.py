@@ -1,0 +1,196 @@
+"""The gRPC service: request -> decode -> encode -> search -> rank -> response.
+
+Every RPC checks its request once, maps skulens errors to their gRPC codes in
+one place (`_rpc`), and never lets an exception take the server down.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+
+import grpc
+import numpy as np
+
+from .catalog import MAX_ID_BYTES, Catalog, Product
+from .errors import DeadlineExceeded, InvalidArgument, NotFound, SkulensError, Unavailable, Unimplemented
+from .v1 import skulens_pb2 as pb
+from .v1 import skulens_pb2_grpc as pb_grpc
+
+log = logging.getLogger("skulens.service")
+
+MAX_TOP_K = 1000
+MODES = {pb.MODE_AUTO: "auto", pb.MODE_EXACT: "exact", pb.MODE_ANN: "ann"}
+
+
+def _rpc(fn):
+    """Turn skulens errors into their gRPC status; anything else is INTERNAL
+    with the server still up."""
+    @functools.wraps(fn)
+    def wrapper(self, request, context):
+        try:
+            if self.catalog is None:
+                raise Unavailable("the server is still loading its catalogue")
+            return fn(self, request, context)
+        except SkulensError as e:
+            context.abort(getattr(grpc.StatusCode, e.grpc_code), str(e))
+        except Exception as e:  # noqa: BLE001 - reported to the caller, logged here
+            log.exception("%s failed", fn.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+    return wrapper
+
+
+def _filters(f: pb.Filter):
+    if f.expression and f.all:
+        raise InvalidArgument("set either filter.all or filter.expression, not both")
+    if f.expression:
+        return f.expression
+    if f.all:
+        return [[(t.key, t.value) for t in c.any] for c in f.all]
+    return None
+
+
+def _deadline(context) -> None:
+    left = context.time_remaining()
+    if left is not None and left <= 0:
+        raise DeadlineExceeded("the deadline passed before the search ran")
+
+
+class ProductSearch(pb_grpc.ProductSearchServicer):
+    """skulens.v1.ProductSearch over one catalogue and the encoders it was given."""
+
+    def __init__(self, catalog: Catalog | None, encoders=None):
+        self.catalog = catalog
+        self.encoders = encoders or {}  # "image" / "text" -> skulens.encoders.Encoder
+
+    # --- queries -------------------------------------------------------------------
+    def _query_vector(self, q: pb.Query, timings: pb.Timings):
+        kind = q.WhichOneof("kind")
+        if kind is None:
+            raise InvalidArgument("empty query: set one of image, text, vector or product_id")
+        if kind == "vector":
+            if not q.vector.values:
+                raise InvalidArgument("query vector is empty")
+            return np.asarray(q.vector.values, dtype=np.float32), None
+        if kind == "product_id":
+            if not q.product_id or len(q.product_id.encode()) > MAX_ID_BYTES:
+                raise InvalidArgument(f"product_id must be 1..{MAX_ID_BYTES} bytes")
+            p = self.catalog.get(q.product_id)
+            if p is None:
+                raise NotFound(f"no product with id {q.product_id!r}")
+            return p.vector, q.product_id
+        enc = self.encoders.get(kind)
+        if enc is None:
+            raise Unimplemented(f"this server has no {kind} encoder loaded")
+        return enc.embed_request(getattr(q, kind), timings), None
+
+    @_rpc
+    def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
+        t0 = time.perf_counter_ns()
+        timings = pb.Timings()
+        top_k = request.top_k or 10
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidArgument(f"top_k must be in 1..{MAX_TOP_K}, got {request.top_k}")
+        if request.mode not in MODES:
+            raise InvalidArgument(f"unknown mode {request.mode}")
+        if request.ef < 0:
+            raise InvalidArgument(f"ef must be >= 0, got {request.ef}")
+        filters = _filters(request.filter)
+        vector, exclude = self._query_vector(request.query, timings)
+        _deadline(context)
+        t1 = time.perf_counter_ns()
+        # "More like this" leaves the product itself out of its own answer.
+        hits = self.catalog.search(vector, top_k + (exclude is not None), filters=filters,
+                                   mode=MODES[request.mode], ef=request.ef or None)
+        if exclude is not None:
+            hits = [h for h in hits if h.id != exclude][:top_k]
+        timings.search_us = (time.perf_counter_ns() - t1) // 1000
+        out = pb.SearchResponse(hits=[pb.Hit(product_id=h.id, score=h.score) for h in hits])
+        if request.include_metadata and hits:
+            meta = self.catalog.get_many([h.id for h in hits])
+            for h in out.hits:
+                p = meta.get(h.product_id)
+                if p is not None:  # deleted since the search: the hit stays, bare
+                    h.sku, h.title, h.category = p.sku, p.title, p.category
+        timings.total_us = (time.perf_counter_ns() - t0) // 1000
+        out.timings.CopyFrom(timings)
+        return out
+
+    # --- writes --------------------------------------------------------------------
+    def _product(self, p: pb.Product, timings: pb.Timings) -> Product:
+        vector = np.asarray(p.vector, dtype=np.float32) if len(p.vector) else None
+        thumb = None
+        if p.image:
+            enc = self.encoders.get("image")
+            if vector is None:
+                if enc is None:
+                    raise Unimplemented(f"product {p.id!r} has an image but this server has no image encoder")
+                vector = enc.embed_request(p.image, timings)
+            thumb = enc.thumbnail(p.image) if enc is not None else None
+        if vector is None:
+            raise InvalidArgument(f"product {p.id!r} needs a vector or an image")
+        text_vector = np.asarray(p.text_vector, dtype=np.float32) if len(p.text_vector) else None
+        return Product(id=p.id, sku=p.sku, title=p.title, category=p.category, attributes=dict(p.attributes),
+                       vector=vector, text_vector=text_vector, thumbnail=thumb)
+
+    def _upsert(self, batches) -> pb.UpsertResponse:
+        n, seq = 0, 0
+        for req in batches:
+            if not req.products:
+                continue
+            timings = pb.Timings()
+            products = [self._product(p, timings) for p in req.products]
+            seq = self.catalog.upsert(products)
+            n += len(products)
+        if n == 0:
+            raise InvalidArgument("no products to upsert")
+        return pb.UpsertResponse(seq=seq, upserted=n)
+
+    @_rpc
+    def Upsert(self, request: pb.UpsertRequest, context) -> pb.UpsertResponse:
+        return self._upsert([request])
+
+    @_rpc
+    def UpsertStream(self, request_iterator, context) -> pb.UpsertResponse:
+        return self._upsert(request_iterator)
+
+    @_rpc
+    def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
+        if not request.ids:
+            raise InvalidArgument("no ids to delete")
+        return pb.DeleteResponse(deleted=self.catalog.delete(list(request.ids)))
+
+    # --- reads ---------------------------------------------------------------------
+    @_rpc
+    def GetProduct(self, request: pb.GetProductRequest, context) -> pb.Product:
+        p = self.catalog.get(request.id)
+        if p is None:
+            raise NotFound(f"no product with id {request.id!r}")
+        out = pb.Product(id=p.id, sku=p.sku, title=p.title, category=p.category, attributes=p.attributes,
+                         created=p.created, updated=p.updated)
+        if request.include_vector:
+            out.vector.extend(p.vector.tolist())
+            if p.text_vector is not None:
+                out.text_vector.extend(p.text_vector.tolist())
+        return out
+
+    @_rpc
+    def Embed(self, request: pb.EmbedRequest, context) -> pb.EmbedResponse:
+        kind = request.WhichOneof("kind")
+        if kind is None:
+            raise InvalidArgument("set image or text")
+        enc = self.encoders.get(kind)
+        if enc is None:
+            raise Unimplemented(f"this server has no {kind} encoder loaded")
+        timings = pb.Timings()
+        v = enc.embed_request(getattr(request, kind), timings)
+        return pb.EmbedResponse(vector=v.tolist(), model=enc.name, timings=timings)
+
+    @_rpc
+    def Stats(self, request: pb.StatsRequest, context) -> pb.StatsResponse:
+        st = self.catalog.stats()
+        st["encoders"] = {k: e.name for k, e in self.encoders.items()}
+        return pb.StatsResponse(products=st["products"], dim=st["dim"], json=json.dumps(st))
+

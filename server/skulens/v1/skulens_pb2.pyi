@@ -1,0 +1,226 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_AUTO: _ClassVar[Mode]
+    MODE_EXACT: _ClassVar[Mode]
+    MODE_ANN: _ClassVar[Mode]
+MODE_AUTO: Mode
+MODE_EXACT: Mode
+MODE_ANN: Mode
+
+class Query(_message.Message):
+    __slots__ = ("image", "text", "vector", "product_id")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    text: str
+    vector: Vector
+    product_id: str
+    def __init__(self, image: _Optional[bytes] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., product_id: _Optional[str] = ...) -> None: ...
+
+class Vector(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Term(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class Clause(_message.Message):
+    __slots__ = ("any",)
+    ANY_FIELD_NUMBER: _ClassVar[int]
+    any: _containers.RepeatedCompositeFieldContainer[Term]
+    def __init__(self, any: _Optional[_Iterable[_Union[Term, _Mapping]]] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("all", "expression")
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    all: _containers.RepeatedCompositeFieldContainer[Clause]
+    expression: str
+    def __init__(self, all: _Optional[_Iterable[_Union[Clause, _Mapping]]] = ..., expression: _Optional[str] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("query", "top_k", "filter", "mode", "ef", "include_metadata")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    EF_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    query: Query
+    top_k: int
+    filter: Filter
+    mode: Mode
+    ef: int
+    include_metadata: bool
+    def __init__(self, query: _Optional[_Union[Query, _Mapping]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., ef: _Optional[int] = ..., include_metadata: _Optional[bool] = ...) -> None: ...
+
+class Hit(_message.Message):
+    __slots__ = ("product_id", "score", "sku", "title", "category")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    score: float
+    sku: str
+    title: str
+    category: str
+    def __init__(self, product_id: _Optional[str] = ..., score: _Optional[float] = ..., sku: _Optional[str] = ..., title: _Optional[str] = ..., category: _Optional[str] = ...) -> None: ...
+
+class Timings(_message.Message):
+    __slots__ = ("decode_us", "preprocess_us", "encode_us", "search_us", "total_us", "cache_hit")
+    DECODE_US_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESS_US_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_US_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_US_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_US_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    decode_us: int
+    preprocess_us: int
+    encode_us: int
+    search_us: int
+    total_us: int
+    cache_hit: bool
+    def __init__(self, decode_us: _Optional[int] = ..., preprocess_us: _Optional[int] = ..., encode_us: _Optional[int] = ..., search_us: _Optional[int] = ..., total_us: _Optional[int] = ..., cache_hit: _Optional[bool] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits", "timings")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[Hit]
+    timings: Timings
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
+class StreamHits(_message.Message):
+    __slots__ = ("frame", "hits", "fused", "stable", "stable_product_id", "confidence", "timings")
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    FUSED_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    STABLE_PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    frame: int
+    hits: _containers.RepeatedCompositeFieldContainer[Hit]
+    fused: _containers.RepeatedCompositeFieldContainer[Hit]
+    stable: bool
+    stable_product_id: str
+    confidence: float
+    timings: Timings
+    def __init__(self, frame: _Optional[int] = ..., hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., fused: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., stable: _Optional[bool] = ..., stable_product_id: _Optional[str] = ..., confidence: _Optional[float] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
+class Product(_message.Message):
+    __slots__ = ("id", "sku", "title", "category", "attributes", "vector", "image", "text_vector", "created", "updated")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SKU_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    sku: str
+    title: str
+    category: str
+    attributes: _containers.ScalarMap[str, str]
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    image: bytes
+    text_vector: _containers.RepeatedScalarFieldContainer[float]
+    created: float
+    updated: float
+    def __init__(self, id: _Optional[str] = ..., sku: _Optional[str] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., vector: _Optional[_Iterable[float]] = ..., image: _Optional[bytes] = ..., text_vector: _Optional[_Iterable[float]] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ...) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("products",)
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[Product]
+    def __init__(self, products: _Optional[_Iterable[_Union[Product, _Mapping]]] = ...) -> None: ...
+
+class UpsertResponse(_message.Message):
+    __slots__ = ("seq", "upserted")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    upserted: int
+    def __init__(self, seq: _Optional[int] = ..., upserted: _Optional[int] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+
+class GetProductRequest(_message.Message):
+    __slots__ = ("id", "include_vector")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    include_vector: bool
+    def __init__(self, id: _Optional[str] = ..., include_vector: _Optional[bool] = ...) -> None: ...
+
+class EmbedRequest(_message.Message):
+    __slots__ = ("image", "text")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    text: str
+    def __init__(self, image: _Optional[bytes] = ..., text: _Optional[str] = ...) -> None: ...
+
+class EmbedResponse(_message.Message):
+    __slots__ = ("vector", "model", "timings")
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    model: str
+    timings: Timings
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., model: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("products", "dim", "json")
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    products: int
+    dim: int
+    json: str
+    def __init__(self, products: _Optional[int] = ..., dim: _Optional[int] = ..., json: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,167 @@
+"""The gRPC service over real loopback: every RPC, every error code, health and
+reflection through grpcio's own clients, and a restart that keeps the data."""
+
+import json
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from skulens.client import AsyncClient, Client
+from skulens.server import Config, Server
+from skulens.synthetic import clustered
+
+D = 16
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = Server(Config(data=str(tmp_path / "data"), dim=D, port=0, max_message_mb=1, grace_s=2))
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def client(server):
+    with Client(server.target) as c:
+        yield c
+
+
+def fill(client, n=300):
+    x = clustered(n, D, seed=1)
+    client.upsert([dict(id=f"p{i}", sku=f"S{i}", title=f"thing {i}", category=f"c{i % 3}",
+                        attributes={"color": ("red", "blue")[i % 2]}, vector=x[i]) for i in range(n)])
+    return x
+
+
+def code_of(fn):
+    with pytest.raises(grpc.RpcError) as e:
+        fn()
+    return e.value.code(), e.value.details()
+
+
+def test_health_and_reflection(server):
+    with grpc.insecure_channel(server.target) as ch:
+        h = health_pb2_grpc.HealthStub(ch)
+        for name in ("", "skulens.v1.ProductSearch"):
+            assert h.Check(health_pb2.HealthCheckRequest(service=name)).status == health_pb2.HealthCheckResponse.SERVING
+        db = ProtoReflectionDescriptorDatabase(ch)
+        assert "skulens.v1.ProductSearch" in db.get_services()
+        svc = db.FindFileContainingSymbol("skulens.v1.ProductSearch").service[0]
+        assert {m.name for m in svc.method} >= {"Search", "SearchStream", "Upsert", "UpsertStream", "Delete",
+                                               "GetProduct", "Embed", "Stats"}
+
+
+def test_search_upsert_get_delete_stats(client):
+    x = fill(client)
+    hits = client.search(vector=x[7], top_k=5)
+    assert hits[0].product_id == "p7" and hits[0].score == pytest.approx(1.0, abs=1e-5) and len(hits) == 5
+    assert hits[0].title == ""  # metadata only when asked
+    full = client.search_full(vector=x[7], top_k=3, include_metadata=True, mode="exact")
+    assert (full.hits[0].sku, full.hits[0].title, full.hits[0].category) == ("S7", "thing 7", "c1")
+    assert full.timings.total_us >= full.timings.search_us >= 0
+    for mode in ("exact", "ann", "auto"):
+        assert client.search(vector=x[9], top_k=1, mode=mode, ef=32)[0].product_id == "p9"
+    for f in ("category=c1 AND color=blue", {"category": "c1", "color": "blue"},
+              [[("category", "c1")], [("color", "blue")]]):
+        hs = client.search(vector=x[0], top_k=20, filters=f)
+        assert len(hs) == 20 and all(int(h.product_id[1:]) % 6 == 1 for h in hs)
+    like = client.search(product_id="p7", top_k=4)
+    assert len(like) == 4 and all(h.product_id != "p7" for h in like)
+    p = client.get("p7", include_vector=True)
+    assert (p.sku, p.category, dict(p.attributes)) == ("S7", "c1", {"color": "blue"})
+    np.testing.assert_allclose(p.vector, x[7], atol=1e-6)
+    assert p.created > 0 and len(client.get("p8").vector) == 0
+    assert client.delete(["p7", "p8", "nope"]) == 2
+    assert client.search(vector=x[7], top_k=1)[0].product_id != "p7"
+    st = client.stats()
+    assert st["products"] == 298 and st["dim"] == D and st["searches"]["auto_exact"] > 0
+
+
+def test_upsert_stream(client):
+    x = clustered(50, D, seed=2)
+    r = client.upsert_stream([[dict(id=f"s{i}", vector=x[i]) for i in range(a, a + 10)] for a in range(0, 50, 10)])
+    assert r.upserted == 50 and r.seq > 0
+    assert client.search(vector=x[33], top_k=1)[0].product_id == "s33"
+
+
+@pytest.mark.parametrize("call,code,words", [
+    (lambda c: c.search(vector=[1.0] * (D + 1)), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+    (lambda c: c.search(vector=[float("nan")] * D), grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
+    (lambda c: c.search(vector=[0.0] * D), grpc.StatusCode.INVALID_ARGUMENT, "zero"),
+    (lambda c: c.search(vector=[1.0] * D, top_k=1001), grpc.StatusCode.INVALID_ARGUMENT, "top_k"),
+    (lambda c: c.search(vector=[1.0] * D, top_k=-1), grpc.StatusCode.INVALID_ARGUMENT, "top_k"),
+    (lambda c: c.search(vector=[1.0] * D, filters="colour"), grpc.StatusCode.INVALID_ARGUMENT, "key=value"),
+    (lambda c: c.search(vector=[1.0] * D, ef=-3), grpc.StatusCode.INVALID_ARGUMENT, "ef"),
+    (lambda c: c.stub.Search(__import__("skulens.v1.skulens_pb2", fromlist=["x"]).SearchRequest()),
+     grpc.StatusCode.INVALID_ARGUMENT, "empty query"),
+    (lambda c: c.search(product_id="nope"), grpc.StatusCode.NOT_FOUND, "nope"),
+    (lambda c: c.get("nope"), grpc.StatusCode.NOT_FOUND, "nope"),
+    (lambda c: c.search(image=b"\x89PNG"), grpc.StatusCode.UNIMPLEMENTED, "image encoder"),
+    (lambda c: c.search(text="red shoe"), grpc.StatusCode.UNIMPLEMENTED, "text encoder"),
+    (lambda c: c.embed(text="red shoe"), grpc.StatusCode.UNIMPLEMENTED, "text encoder"),
+    (lambda c: c.upsert([dict(id="x")]), grpc.StatusCode.INVALID_ARGUMENT, "vector or an image"),
+    (lambda c: c.upsert([dict(id="", vector=[1.0] * D)]), grpc.StatusCode.INVALID_ARGUMENT, "non-empty"),
+    (lambda c: c.upsert([dict(id="x", vector=[1.0] * 3)]), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+    (lambda c: c.upsert([]), grpc.StatusCode.INVALID_ARGUMENT, "no products"),
+    (lambda c: c.delete([]), grpc.StatusCode.INVALID_ARGUMENT, "no ids"),
+    (lambda c: c.upsert([dict(id="big", vector=[1.0] * D, image=b"\0" * (2 << 20))]),
+     grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+])
+def test_errors_have_the_right_code_and_change_nothing(client, call, code, words):
+    fill(client, 30)
+    before = client.stats()["seq"]
+    got, details = code_of(lambda: call(client))
+    assert got == code and words in details
+    assert client.stats()["seq"] == before and client.stats()["products"] == 30
+    assert client.search(vector=[1.0] * D, top_k=1)  # and the server is fine
+
+
+def test_deadline_exceeded(server):
+    with Client(server.target, timeout=1e-6) as c:
+        got, _ = code_of(lambda: c.search(vector=[1.0] * D))
+    assert got == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_async_client(server):
+    import asyncio
+
+    async def run():
+        async with AsyncClient(server.target) as c:
+            x = clustered(20, D, seed=3)
+            await c.upsert([dict(id=f"a{i}", vector=x[i]) for i in range(20)])
+            hits = await c.search(vector=x[4], top_k=2)
+            assert hits[0].product_id == "a4"
+            assert (await c.get("a4")).id == "a4"
+            assert await c.delete(["a4"]) == 1
+            assert (await c.stats())["products"] == 19
+    asyncio.run(run())
+
+
+def test_restart_keeps_the_data(tmp_path):
+    cfg = Config(data=str(tmp_path / "data"), dim=D, port=0)
+    s = Server(cfg)
+    with Client(s.target) as c:
+        x = fill(c, 100)
+    s.stop()
+    s = Server(cfg)
+    try:
+        with Client(s.target) as c:
+            assert c.stats()["products"] == 100
+            assert c.search(vector=x[42], top_k=1)[0].product_id == "p42"
+    finally:
+        s.stop()
+
+
+def test_config_layers(tmp_path):
+    toml = tmp_path / "s.toml"
+    toml.write_text('[server]\nport = 7000\ndim = 64\nworkers = 4\n')
+    cfg = Config.load(str(toml), env={"SKULENS_PORT": "7001", "SKULENS_EF": "80"}, port=7002, data=None)
+    assert (cfg.port, cfg.dim, cfg.workers, cfg.ef) == (7002, 64, 4, 80)
+    with pytest.raises(ValueError, match="unknown"):
+        Config.load(None, env={}, colour="red")
+    with pytest.raises(ValueError, match="bad configuration"):
+        Config.load(None, env={"SKULENS_PORT": "many"})
+    assert json.loads(json.dumps(cfg.__dict__))["dim"] == 64
