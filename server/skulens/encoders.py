@@ -1,0 +1,220 @@
+"""Encoders: image or text in, L2-normalised vector out, behind one interface.
+
+One class per runtime (clip-as-service's executors): `OnnxImageEncoder` and
+`OnnxTextEncoder` run ONNX Runtime in process (the embedded default; serving
+needs no torch). A model is a Triton-style folder, `model_repo/<name>/1/model.onnx`
+beside `config.pbtxt`, so the same files can be served by Triton.
+
+Image requests are decoded with Pillow's draft mode (JPEG decodes straight to
+near the target size), EXIF orientation is honoured, and identical image bytes
+reuse their embedding from a bounded LRU cache (content hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+from .errors import InvalidArgument, ResourceExhausted
+
+MAX_IMAGE_BYTES = 8 << 20
+MAX_PIXELS = 40_000_000  # decompression bombs are refused before decoding
+
+
+class QueryCache:
+    """Bounded LRU of content hash -> embedding, with its hit rate."""
+
+    def __init__(self, size: int = 10_000):
+        self.size = size
+        self._d: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: bytes):
+        with self._lock:
+            v = self._d.get(key)
+            if v is None:
+                self.misses += 1
+                return None
+            self._d.move_to_end(key)
+            self.hits += 1
+            return v
+
+    def put(self, key: bytes, v: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._d[key] = v
+            self._d.move_to_end(key)
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+
+    def stats(self) -> dict:
+        n = self.hits + self.misses
+        return {"size": len(self._d), "capacity": self.size, "hits": self.hits, "misses": self.misses,
+                "hit_rate": self.hits / n if n else 0.0}
+
+
+def _session(path: str, threads: int | None = None):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    # GPU providers first when this onnxruntime build and machine have them.
+    wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers = [p for p in wanted if p in ort.get_available_providers()]
+    return ort.InferenceSession(path, sess_options=opts, providers=providers)
+
+
+def _meta(folder: str) -> dict:
+    p = os.path.join(folder, "skulens.json")
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"{p} is missing: export the model with training/export_pretrained.py")
+    with open(p) as f:
+        return json.load(f)
+
+
+class OnnxImageEncoder:
+    """An image model exported to ONNX: uint8 pixels in, unit vectors out."""
+
+    kind = "image"
+
+    def __init__(self, folder: str, threads: int | None = None, cache_size: int = 10_000):
+        meta = _meta(folder)
+        self.name = meta["name"]
+        self.dim = int(meta["dim"])
+        self.size = int(meta["input_size"])          # square side the model takes
+        self.mean = np.asarray(meta["mean"], np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(meta["std"], np.float32).reshape(1, 3, 1, 1)
+        self.session = _session(os.path.join(folder, "1", "model.onnx"), threads)
+        self.input = self.session.get_inputs()[0].name
+        self.cache = QueryCache(cache_size)
+
+    # -- stages -----------------------------------------------------------------------
+    def decode(self, data: bytes):
+        """Bytes -> RGB PIL image near the model's size (draft mode), upright."""
+        from PIL import Image, ImageOps, UnidentifiedImageError
+        if len(data) > MAX_IMAGE_BYTES:
+            raise ResourceExhausted(f"image of {len(data)} bytes is over the {MAX_IMAGE_BYTES}-byte limit")
+        try:
+            im = Image.open(io.BytesIO(data))
+            if im.width * im.height > MAX_PIXELS:
+                raise ResourceExhausted(f"image of {im.width}x{im.height} pixels is over the limit")
+            if im.format == "JPEG":
+                im.draft("RGB", (self.size, self.size))  # DCT scaling: decode at 1/2..1/8 size
+            im = ImageOps.exif_transpose(im)
+            return im.convert("RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise InvalidArgument(f"cannot decode the image ({len(data)} bytes): {e}") from None
+
+    def preprocess(self, images) -> np.ndarray:
+        """RGB images -> float32 [B, 3, size, size]: shorter side to size, centre crop."""
+        from PIL import Image
+        out = np.empty((len(images), self.size, self.size, 3), np.uint8)
+        for i, im in enumerate(images):
+            w, h = im.size
+            s = self.size / min(w, h)
+            im = im.resize((max(self.size, round(w * s)), max(self.size, round(h * s))), Image.BILINEAR,
+                           reducing_gap=2.0)
+            left, top = (im.width - self.size) // 2, (im.height - self.size) // 2
+            out[i] = np.asarray(im.crop((left, top, left + self.size, top + self.size)))
+        x = out.transpose(0, 3, 1, 2).astype(np.float32)
+        return (x - self.mean) / self.std
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: x})[0]
+
+    # -- interface ----------------------------------------------------------------------
+    def embed(self, images) -> np.ndarray:
+        """Bytes or PIL images -> [B, dim] unit vectors."""
+        ims = [self.decode(i) if isinstance(i, (bytes, bytearray)) else i.convert("RGB") for i in images]
+        return self.encode(self.preprocess(ims))
+
+    def embed_request(self, data: bytes, timings=None) -> np.ndarray:
+        key = hashlib.blake2b(data, digest_size=16).digest()
+        v = self.cache.get(key)
+        if v is not None:
+            if timings is not None:
+                timings.cache_hit = True
+            return v
+        t0 = time.perf_counter_ns()
+        im = self.decode(data)
+        t1 = time.perf_counter_ns()
+        x = self.preprocess([im])
+        t2 = time.perf_counter_ns()
+        v = self.encode(x)[0]
+        t3 = time.perf_counter_ns()
+        if timings is not None:
+            timings.decode_us, timings.preprocess_us, timings.encode_us = (
+                (t1 - t0) // 1000, (t2 - t1) // 1000, (t3 - t2) // 1000)
+        self.cache.put(key, v)
+        return v
+
+    def thumbnail(self, data: bytes, side: int = 128) -> bytes:
+        im = self.decode(data)
+        im.thumbnail((side, side))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=85)
+        return buf.getvalue()
+
+    def warm_up(self) -> None:
+        self.encode(np.zeros((1, 3, self.size, self.size), np.float32))
+
+
+class OnnxTextEncoder:
+    """A sentence model exported to ONNX, tokenised with `tokenizers`."""
+
+    kind = "text"
+    MAX_CHARS = 2000
+
+    def __init__(self, folder: str, threads: int | None = None):
+        from tokenizers import Tokenizer
+        meta = _meta(folder)
+        self.name = meta["name"]
+        self.dim = int(meta["dim"])
+        self.max_tokens = int(meta.get("max_tokens", 128))
+        self.tokenizer = Tokenizer.from_file(os.path.join(folder, "1", "tokenizer.json"))
+        self.tokenizer.enable_truncation(self.max_tokens)
+        self.tokenizer.enable_padding()
+        self.session = _session(os.path.join(folder, "1", "model.onnx"), threads)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def embed(self, texts) -> np.ndarray:
+        enc = self.tokenizer.encode_batch(list(texts))
+        feed = {"input_ids": np.asarray([e.ids for e in enc], np.int64),
+                "attention_mask": np.asarray([e.attention_mask for e in enc], np.int64)}
+        if "token_type_ids" in self.inputs:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        return self.session.run(None, {k: feed[k] for k in self.inputs})[0]
+
+    def embed_request(self, text: str, timings=None) -> np.ndarray:
+        if not text.strip():
+            raise InvalidArgument("the text query is empty")
+        if len(text) > self.MAX_CHARS:
+            raise InvalidArgument(f"text longer than {self.MAX_CHARS} characters")
+        t0 = time.perf_counter_ns()
+        v = self.embed([text])[0]
+        if timings is not None:
+            timings.encode_us = (time.perf_counter_ns() - t0) // 1000
+        return v
+
+    def warm_up(self) -> None:
+        self.embed(["warm up"])
+
+
+def load(model_repo: str, threads: int | None = None) -> dict:
+    """The encoders found in a model repository: {"image": ..., "text": ...}."""
+    out = {}
+    for kind, name, cls in (("image", "image_encoder", OnnxImageEncoder), ("text", "text_encoder", OnnxTextEncoder)):
+        folder = os.path.join(model_repo, name)
+        if os.path.exists(os.path.join(folder, "1", "model.onnx")):
+            out[kind] = cls(folder, threads)
+    return out
