@@ -1,0 +1,40 @@
+"""Small but real ONNX encoders built with onnx.helper (no torch needed), in the
+same model-repository layout training/export_pretrained.py writes. They run in
+the real ONNX Runtime, so decode, preprocess, sessions and caches are exercised;
+only the network is small: 8x8 average pooling of the image, then a fixed
+random projection and L2 normalisation."""
+
+import json
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SIZE = 64
+
+
+def tiny_image_encoder(repo: str, dim: int = 16, seed: int = 0) -> str:
+    folder = os.path.join(repo, "image_encoder")
+    os.makedirs(os.path.join(folder, "1"), exist_ok=True)
+    w = np.random.default_rng(seed).standard_normal((3 * 8 * 8, dim)).astype(np.float32)
+    nodes = [
+        helper.make_node("AveragePool", ["pixels"], ["pooled"], kernel_shape=[SIZE // 8] * 2, strides=[SIZE // 8] * 2),
+        helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w"], ["z"]),
+        helper.make_node("ReduceL2", ["z"], ["norm"], axes=[1], keepdims=1),
+        helper.make_node("Div", ["z", "norm"], ["embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_image_encoder",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", dim])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(folder, "1", "model.onnx"))
+    with open(os.path.join(folder, "skulens.json"), "w") as f:
+        json.dump({"name": "tiny-avgpool-proj", "dim": dim, "input_size": SIZE,
+                   "mean": [127.5] * 3, "std": [127.5] * 3}, f)
+    return folder
