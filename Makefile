@@ -5,14 +5,29 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install test test-py test-cpp bench clean proto
+.PHONY: install deps demo test test-py test-cpp bench clean proto
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-install: $(PY)
+# Debian packages: the compiler and CMake for the C++ extension, venv, and the
+# Fashion-MNIST catalogue of the demo. Installed only when missing (needs root).
+DEBS := build-essential cmake python3-venv dataset-fashion-mnist
+deps:
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
+
+install: deps $(PY)
 	$(PIP) install -q ".[test,bench]"
+
+# The main job: export the pretrained encoder (torch from the local CPU wheel), build the
+# catalogue from the 70,000 Fashion-MNIST articles, serve it, query it, stop.
+DEMO_ARGS ?=
+demo: install
+	$(PIP) install -q torch==2.13.0 ".[export]"
+	test -f model_repo/image_encoder/1/model.onnx || $(PY) training/export_pretrained.py
+	$(VENV)/bin/skulens demo $(DEMO_ARGS)
 
 test: install test-cpp test-py
 

@@ -120,9 +120,17 @@ def test_errors_have_the_right_code_and_change_nothing(client, call, code, words
 
 
 def test_deadline_exceeded(server):
-    with Client(server.target, timeout=1e-6) as c:
-        got, _ = code_of(lambda: c.search(vector=[1.0] * D))
+    import time
+
+    def slow():
+        time.sleep(0.6)  # the first batch arrives after the deadline
+        yield [dict(id="late", vector=[1.0] * D)]
+    with Client(server.target, timeout=0.2) as c:
+        got, _ = code_of(lambda: c.upsert_stream(slow()))
     assert got == grpc.StatusCode.DEADLINE_EXCEEDED
+    with Client(server.target) as c:
+        time.sleep(0.5)
+        assert c.stats()["products"] == 0
 
 
 def test_async_client(server):

@@ -134,9 +134,15 @@ class OnnxImageEncoder:
 
     # -- interface ----------------------------------------------------------------------
     def embed(self, images) -> np.ndarray:
-        """Bytes or PIL images -> [B, dim] unit vectors."""
+        """Bytes or PIL images -> [B, dim] unit vectors (bytes also fill the query cache,
+        so a product's own image finds its embedding ready when it is searched)."""
+        images = list(images)
         ims = [self.decode(i) if isinstance(i, (bytes, bytearray)) else i.convert("RGB") for i in images]
-        return self.encode(self.preprocess(ims))
+        out = self.encode(self.preprocess(ims))
+        for i, v in zip(images, out):
+            if isinstance(i, (bytes, bytearray)):
+                self.cache.put(hashlib.blake2b(i, digest_size=16).digest(), v)
+        return out
 
     def embed_request(self, data: bytes, timings=None) -> np.ndarray:
         key = hashlib.blake2b(data, digest_size=16).digest()

@@ -119,8 +119,8 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         return out
 
     # --- writes --------------------------------------------------------------------
-    def _product(self, p: pb.Product, timings: pb.Timings) -> Product:
-        vector = np.asarray(p.vector, dtype=np.float32) if len(p.vector) else None
+    def _product(self, p: pb.Product, timings: pb.Timings, embedded=None) -> Product:
+        vector = np.asarray(p.vector, dtype=np.float32) if len(p.vector) else embedded
         thumb = None
         if p.image:
             enc = self.encoders.get("image")
@@ -135,13 +135,24 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         return Product(id=p.id, sku=p.sku, title=p.title, category=p.category, attributes=dict(p.attributes),
                        vector=vector, text_vector=text_vector, thumbnail=thumb)
 
+    def _embed_batch(self, req: pb.UpsertRequest) -> dict[int, np.ndarray]:
+        """Vectors for the products that came with an image and no vector, in one
+        encoder batch (ONNX Runtime is several times faster per image in batches)."""
+        todo = [i for i, p in enumerate(req.products) if p.image and not len(p.vector)]
+        enc = self.encoders.get("image")
+        if not todo or enc is None:
+            return {}
+        vecs = enc.embed([req.products[i].image for i in todo])
+        return dict(zip(todo, vecs))
+
     def _upsert(self, batches) -> pb.UpsertResponse:
         n, seq = 0, 0
         for req in batches:
             if not req.products:
                 continue
             timings = pb.Timings()
-            products = [self._product(p, timings) for p in req.products]
+            pre = self._embed_batch(req)
+            products = [self._product(p, timings, pre.get(i)) for i, p in enumerate(req.products)]
             seq = self.catalog.upsert(products)
             n += len(products)
         if n == 0:

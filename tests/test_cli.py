@@ -1,0 +1,51 @@
+"""The `skulens` command against a real server: ingest a folder + JSONL
+(resumable), search with a contact sheet, stats."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import onnx_models
+from skulens import cli, encoders
+from skulens.server import Config, Server
+
+
+@pytest.fixture
+def served(tmp_path):
+    repo = tmp_path / "repo"
+    onnx_models.tiny_image_encoder(str(repo))
+    encs = encoders.load(str(repo))
+    s = Server(Config(data=str(tmp_path / "data"), dim=encs["image"].dim, port=0), encoders=encs)
+    yield s, tmp_path
+    s.stop()
+
+
+def test_ingest_search_sheet_stats(served, capsys):
+    server, tmp = served
+    folder = tmp / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        arr = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"item{i}.png")
+        rows.append({"id": f"item{i}", "sku": f"S{i}", "title": f"item {i}", "category": ("a", "b")[i % 2],
+                     "attributes": {"n": str(i)}, "image": f"item{i}.png"})
+    meta = tmp / "products.jsonl"
+    meta.write_text("\n".join(json.dumps(r) for r in rows))
+    t = ["--target", server.target]
+    assert cli.main(t + ["ingest", "--folder", str(folder), "--meta", str(meta)]) == 0
+    assert "ingested 12 products" in capsys.readouterr().out
+    assert cli.main(t + ["ingest", "--folder", str(folder), "--meta", str(meta)]) == 0  # resumed: nothing new
+    assert "ingested 0 products; the catalogue holds 12" in capsys.readouterr().out
+    sheet = tmp / "sheet.png"
+    assert cli.main(t + ["search", "--image", str(folder / "item3.png"), "--top-k", "3", "--filter", "category=b",
+                         "--sheet", str(sheet), "--data", str(tmp / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "1. item3" in out and "[b]" in out and "server: total" in out
+    with Image.open(sheet) as im:
+        assert im.size == (128 * 4, 128 + 28)
+    assert cli.main(t + ["stats"]) == 0
+    assert json.loads(capsys.readouterr().out)["products"] == 12
