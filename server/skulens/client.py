@@ -90,6 +90,10 @@ class Client:
         """The whole response, timings included."""
         return self.stub.Search(search_request(**kw), **self._kw())
 
+    def search_stream(self, frames: Iterable[dict]):
+        """Yield a StreamHits per frame; each frame is search()'s keyword arguments."""
+        return self.stub.SearchStream((search_request(**f) for f in frames), metadata=self.metadata)
+
     def upsert(self, products: Iterable) -> pb.UpsertResponse:
         return self.stub.Upsert(pb.UpsertRequest(products=[product_message(p) for p in products]), **self._kw())
 

@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 
 from .catalog import MAX_ID_BYTES, Catalog, Product
+from .fusion import Fusion
 from .errors import DeadlineExceeded, InvalidArgument, NotFound, SkulensError, Unavailable, Unimplemented
 from .v1 import skulens_pb2 as pb
 from .v1 import skulens_pb2_grpc as pb_grpc
@@ -88,6 +89,27 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
 
     @_rpc
     def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
+        return self._search(request, context)
+
+    def SearchStream(self, request_iterator, context):
+        """One StreamHits per frame: the frame's hits, the hits fused over the recent
+        frames, and whether the fused leader is stable (see fusion.py)."""
+        fusion = Fusion()
+        try:
+            if self.catalog is None:
+                raise Unavailable("the server is still loading its catalogue")
+            for frame, req in enumerate(request_iterator):
+                r = self._search(req, context)
+                fused, stable, leader, confidence = fusion.add({h.product_id: h.score for h in r.hits})
+                k = len(r.hits)
+                yield pb.StreamHits(frame=frame, hits=r.hits,
+                                    fused=[pb.Hit(product_id=i, score=sc) for i, sc in fused[:k]],
+                                    stable=stable, stable_product_id=leader if stable else "",
+                                    confidence=confidence, timings=r.timings)
+        except SkulensError as e:
+            context.abort(getattr(grpc.StatusCode, e.grpc_code), f"frame {locals().get('frame', 0)}: {e}")
+
+    def _search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
         t0 = time.perf_counter_ns()
         timings = pb.Timings()
         top_k = request.top_k or 10
