@@ -4,6 +4,7 @@
     skulens search --image shoe.jpg --top-k 5 [--filter "category=sneakers"] [--sheet out.png]
     skulens ingest --fashion-mnist            # or: --folder imgs/ --meta products.jsonl
     skulens stats
+    skulens loadgen -d @req.json -c 16 -n 10000 -o report.json
     skulens demo                              # the README's main job
 """
 
@@ -192,6 +193,11 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_loadgen(args) -> int:
+    from . import loadgen
+    return loadgen.main_args(args)
+
+
 def cmd_stats(args) -> int:
     with _client(args) as c:
         print(json.dumps(c.stats(), indent=1))
@@ -265,6 +271,16 @@ def main(argv=None) -> int:
     s.add_argument("--limit", type=int)
     s.add_argument("--no-resume", action="store_true")
     sub.add_parser("stats", help="catalogue and server statistics")
+    s = sub.add_parser("loadgen", help="ghz-style load generator with a ghz-compatible JSON report")
+    s.add_argument("--call", default="Search", help="Search, GetProduct, Stats or Embed")
+    s.add_argument("-d", "--data", required=True, help="the request as JSON, or @file")
+    s.add_argument("-c", "--concurrency", type=int, default=1)
+    s.add_argument("-n", "--total", type=int, default=None)
+    s.add_argument("-z", "--duration", help="e.g. 30s, 2m (with -n: whichever ends first)")
+    s.add_argument("--rps", type=float, help="constant request rate")
+    s.add_argument("--connections", type=int, default=1)
+    s.add_argument("-m", "--metadata", help="gRPC metadata as a JSON object")
+    s.add_argument("-o", "--output", help="write the JSON report here")
     s = sub.add_parser("demo", help="the main job: Fashion-MNIST catalogue, server, sample queries")
     s.add_argument("--model-repo", default="model_repo")
     s.add_argument("--data")
@@ -273,8 +289,10 @@ def main(argv=None) -> int:
     s.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.cmd == "loadgen" and args.total is None and args.duration is None:
+        args.total = 200
     return {"serve": cmd_serve, "search": cmd_search, "ingest": cmd_ingest, "stats": cmd_stats,
-            "demo": cmd_demo}[args.cmd](args)
+            "demo": cmd_demo, "loadgen": cmd_loadgen}[args.cmd](args)
 
 
 if __name__ == "__main__":
