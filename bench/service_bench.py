@@ -1,0 +1,171 @@
+"""Service benchmark: skulens Search by vector (HNSW, 100k x 256) beside a bare grpcio
+echo server carrying the same request bytes, at concurrency 1 and 16; then an image
+query's server-side stages beside bare ONNX Runtime inference of the same model.
+
+    python bench/service_bench.py [--n 100000] [--requests 3000]
+
+Both servers run in this process's machine on loopback with the same thread-pool
+server settings; the client is Python grpcio with one channel per worker thread.
+Writes bench/service_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import numpy as np
+from tqdm import tqdm
+
+from skulens import encoders
+from skulens.catalog import Catalog
+from skulens.client import search_request
+from skulens.server import Config, Server
+from skulens.synthetic import manifold
+from skulens.v1 import skulens_pb2 as pb
+
+OUT = Path(__file__).parent
+
+
+def echo_server(workers: int):
+    def echo(req, ctx):
+        return req
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})  # bytes in, bytes out
+    s = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    s.add_generic_rpc_handlers((handler,))
+    port = s.add_insecure_port("127.0.0.1:0")
+    s.start()
+    return s, f"127.0.0.1:{port}"
+
+
+def drive(make_call, payloads, concurrency: int, total: int) -> dict:
+    """total calls spread over `concurrency` threads, each with its own channel."""
+    lat, lock, counter = [], threading.Lock(), iter(range(total))
+
+    def worker():
+        call = make_call()
+        mine = []
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            t = time.perf_counter_ns()
+            call(payloads[i % len(payloads)])
+            mine.append(time.perf_counter_ns() - t)
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    a = np.asarray(lat) / 1e3
+    return {"p50_us": float(np.percentile(a, 50)), "p99_us": float(np.percentile(a, 99)), "qps": len(a) / dt}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--model-repo", default="model_repo")
+    ap.add_argument("--out", type=Path, default=OUT / "service_bench.json")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="skulens-svc-"))
+    report: dict = {"command": "python bench/service_bench.py", "n": args.n, "dim": args.dim}
+
+    x = manifold(args.n, args.dim, seed=1)
+    with Catalog.open(work / "data", args.dim, exact_below=0) as cat:
+        for a in tqdm(range(0, args.n, 2000), desc="catalogue", unit="batch"):
+            cat.upsert([dict(id=f"p{i}", vector=x[i]) for i in range(a, min(a + 2000, args.n))])
+        cat.wait_indexed()
+    q = manifold(512, args.dim, seed=2)
+    payloads = [search_request(vector=v, top_k=10, mode="ann").SerializeToString() for v in q]
+
+    server = Server(Config(data=str(work / "data"), dim=args.dim, port=0, workers=16))
+    echo, echo_target = echo_server(16)
+    rows = []
+    for conc in (1, 16):
+        def skulens_call():
+            ch = grpc.insecure_channel(server.target)
+            f = ch.unary_unary("/skulens.v1.ProductSearch/Search", request_serializer=None,
+                               response_deserializer=pb.SearchResponse.FromString)
+            return lambda b: f(b)
+
+        def echo_call():
+            ch = grpc.insecure_channel(echo_target)
+            f = ch.unary_unary("/bench.Echo/Echo")
+            return lambda b: f(b)
+        # Interleave rounds so machine noise hits both alike.
+        res = {"echo": [], "skulens": []}
+        for _ in range(3):
+            res["echo"].append(drive(echo_call, payloads, conc, args.requests // 3))
+            res["skulens"].append(drive(skulens_call, payloads, conc, args.requests // 3))
+        for name, r in res.items():
+            row = {k: float(np.median([x[k] for x in r])) for k in ("p50_us", "p99_us", "qps")}
+            rows.append({"system": name, "concurrency": conc, **row})
+            print(f"c={conc:2d} {name:8s} p50 {row['p50_us']:7.0f} us  p99 {row['p99_us']:7.0f} us  "
+                  f"{row['qps']:7.0f} qps")
+    report["search_by_vector"] = rows
+    echo.stop(0)
+    server.stop()
+
+    # --- image query: stages, against bare ONNX Runtime -----------------------------------
+    encs = encoders.load(args.model_repo)
+    if "image" in encs:
+        from PIL import Image
+        from skulens import datasets
+        from skulens.client import Client
+        enc = encs["image"]
+        dim = enc.dim
+        shutil.rmtree(work / "img", ignore_errors=True)
+        s = Server(Config(data=str(work / "img"), dim=dim, port=0), encoders=encs)
+        imgs, _ = datasets.load("test") if datasets.available() else (None, None)
+        pngs = []
+        for a in (imgs[:300] if imgs is not None else np.random.default_rng(0).integers(0, 255, (300, 28, 28))):
+            b = io.BytesIO()
+            Image.fromarray(a.astype(np.uint8)).save(b, "PNG")
+            pngs.append(b.getvalue())
+        with Client(s.target, timeout=60) as c:
+            c.upsert([dict(id=f"i{i}", image=p) for i, p in enumerate(pngs[:200])])
+            enc.cache.size = 0  # every query pays decode + encode
+            stages, e2e, bare = [], [], []
+            x0 = enc.preprocess([enc.decode(pngs[0])])
+            for p in pngs[200:300]:
+                t = time.perf_counter_ns()
+                r = c.search_full(image=p, top_k=10)
+                e2e.append((time.perf_counter_ns() - t) / 1e3)
+                stages.append([r.timings.decode_us, r.timings.preprocess_us, r.timings.encode_us,
+                               r.timings.search_us, r.timings.total_us])
+                t = time.perf_counter_ns()
+                enc.session.run(None, {enc.input: x0})
+                bare.append((time.perf_counter_ns() - t) / 1e3)
+        s.stop()
+        st = np.median(np.asarray(stages), axis=0)
+        report["image_query"] = {"decode_us": st[0], "preprocess_us": st[1], "encode_us": st[2], "search_us": st[3],
+                                 "server_total_us": st[4], "end_to_end_p50_us": float(np.median(e2e)),
+                                 "bare_onnxruntime_p50_us": float(np.median(bare)),
+                                 "transport_and_client_us": float(np.median(e2e) - st[4]),
+                                 "ratio": float(np.median(e2e) / np.median(bare))}
+        print("image query:", {k: round(v, 1) for k, v in report["image_query"].items()})
+    args.out.write_text(json.dumps(report, indent=1, default=float))
+    shutil.rmtree(work, ignore_errors=True)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
