@@ -47,5 +47,9 @@ def test_ingest_search_sheet_stats(served, capsys):
     assert "1. item3" in out and "[b]" in out and "server: total" in out
     with Image.open(sheet) as im:
         assert im.size == (128 * 4, 128 + 28)
+    assert cli.main(t + ["upsert", "--id", "new", "--image", str(folder / "item5.png"), "--title", "new one",
+                         "--category", "c", "--attr", "color=red"]) == 0
+    assert "upserted new" in capsys.readouterr().out
+    assert cli.main(t + ["upsert", "--id", "bad", "--attr", "nokey"]) == 2
     assert cli.main(t + ["stats"]) == 0
-    assert json.loads(capsys.readouterr().out)["products"] == 12
+    assert json.loads(capsys.readouterr().out)["products"] == 13

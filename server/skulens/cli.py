@@ -2,6 +2,7 @@
 
     skulens serve --data data --port 50051 --model-repo model_repo
     skulens search --image shoe.jpg --top-k 5 [--filter "category=sneakers"] [--sheet out.png]
+    skulens upsert --id sku-1 --image shoe.jpg --title "red sneaker" --category sneakers --attr color=red
     skulens ingest --fashion-mnist            # or: --folder imgs/ --meta products.jsonl
     skulens stats
     skulens loadgen -d @req.json -c 16 -n 10000 -o report.json
@@ -193,6 +194,29 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_upsert(args) -> int:
+    attrs = {}
+    for kv in args.attr or []:
+        if "=" not in kv:
+            print(f"--attr takes key=value, got {kv!r}", file=sys.stderr)
+            return 2
+        k, v = kv.split("=", 1)
+        attrs[k] = v
+    p = dict(id=args.id, sku=args.sku or "", title=args.title or "", category=args.category or "", attributes=attrs)
+    if args.image:
+        with open(args.image, "rb") as f:
+            p["image"] = f.read()
+    elif args.vector:
+        p["vector"] = [float(x) for x in args.vector.split(",")]
+    else:
+        print("give --image or --vector", file=sys.stderr)
+        return 2
+    with _client(args) as c:
+        r = c.upsert([p])
+    print(f"upserted {args.id} (seq {r.seq})")
+    return 0
+
+
 def cmd_loadgen(args) -> int:
     from . import loadgen
     return loadgen.main_args(args)
@@ -264,6 +288,14 @@ def main(argv=None) -> int:
     s.add_argument("--mode", default="auto", choices=["auto", "exact", "ann"])
     s.add_argument("--sheet", help="write the query beside its hits' thumbnails to this PNG")
     s.add_argument("--data", help="catalogue folder (for --sheet thumbnails)")
+    s = sub.add_parser("upsert", help="insert or replace one product")
+    s.add_argument("--id", required=True)
+    s.add_argument("--image")
+    s.add_argument("--vector", help="comma-separated floats")
+    s.add_argument("--sku")
+    s.add_argument("--title")
+    s.add_argument("--category")
+    s.add_argument("--attr", action="append", help="key=value (repeatable)")
     s = sub.add_parser("ingest", help="upsert a folder of images + CSV/JSONL, or Fashion-MNIST")
     s.add_argument("--fashion-mnist", action="store_true")
     s.add_argument("--folder")
@@ -292,7 +324,7 @@ def main(argv=None) -> int:
     if args.cmd == "loadgen" and args.total is None and args.duration is None:
         args.total = 200
     return {"serve": cmd_serve, "search": cmd_search, "ingest": cmd_ingest, "stats": cmd_stats,
-            "demo": cmd_demo, "loadgen": cmd_loadgen}[args.cmd](args)
+            "demo": cmd_demo, "loadgen": cmd_loadgen, "upsert": cmd_upsert}[args.cmd](args)
 
 
 if __name__ == "__main__":
