@@ -54,17 +54,12 @@ def cmd_serve(args) -> int:
 
 # --- search ------------------------------------------------------------------------
 def cmd_search(args) -> int:
-    kw = {}
-    if args.image:
-        with open(args.image, "rb") as f:
-            kw["image"] = f.read()
-    elif args.text:
-        kw["text"] = args.text
+    kw = _image_or_vector(args)
+    if args.text:
+        kw = {"text": args.text}
     elif args.product_id:
-        kw["product_id"] = args.product_id
-    elif args.vector:
-        kw["vector"] = [float(x) for x in args.vector.split(",")]
-    else:
+        kw = {"product_id": args.product_id}
+    if not kw:
         print("give --image, --text, --product-id or --vector", file=sys.stderr)
         return 2
     with _client(args) as c:
@@ -73,6 +68,16 @@ def cmd_search(args) -> int:
         if args.sheet:
             contact_sheet(args.sheet, kw.get("image"), r.hits, args.data)
     return 0
+
+
+def _image_or_vector(args) -> dict:
+    """{"image": bytes} or {"vector": floats} from --image / --vector, or {}."""
+    if args.image:
+        with open(args.image, "rb") as f:
+            return {"image": f.read()}
+    if args.vector:
+        return {"vector": [float(x) for x in args.vector.split(",")]}
+    return {}
 
 
 def print_hits(r) -> None:
@@ -202,15 +207,12 @@ def cmd_upsert(args) -> int:
             return 2
         k, v = kv.split("=", 1)
         attrs[k] = v
-    p = dict(id=args.id, sku=args.sku or "", title=args.title or "", category=args.category or "", attributes=attrs)
-    if args.image:
-        with open(args.image, "rb") as f:
-            p["image"] = f.read()
-    elif args.vector:
-        p["vector"] = [float(x) for x in args.vector.split(",")]
-    else:
+    given = _image_or_vector(args)
+    if not given:
         print("give --image or --vector", file=sys.stderr)
         return 2
+    p = dict(id=args.id, sku=args.sku or "", title=args.title or "", category=args.category or "", attributes=attrs,
+             **given)
     with _client(args) as c:
         r = c.upsert([p])
     print(f"upserted {args.id} (seq {r.seq})")

@@ -22,7 +22,7 @@ import hnswlib
 import numpy as np
 
 from .errors import InvalidArgument
-from .index import Bits, _as_ids, _as_matrix, _check_k
+from .index import Bits, _as_ids, _as_matrix, _check_k, upsert_args
 
 ABSENT, LIVE, DELETED = 0, 1, 2
 
@@ -104,14 +104,9 @@ class HnswIndex:
     # --- writes --------------------------------------------------------------
     def upsert(self, ids, vectors) -> None:
         """Insert or replace unit vectors at the given ids (a batch uses all threads)."""
-        x = _as_matrix(vectors, self.dim, "vectors")
-        i = _as_ids(ids)
-        if len(i) != len(x):
-            raise InvalidArgument(f"{len(i)} ids but {len(x)} vectors")
+        i, x = upsert_args(ids, vectors, self.dim)
         if len(i) == 0:
             return
-        if i.min() < 0:
-            raise InvalidArgument("ids must be >= 0")
         top = int(i.max()) + 1
         if top > len(self._state):
             grown = np.zeros(max(top, 2 * len(self._state)), dtype=np.int8)

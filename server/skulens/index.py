@@ -65,6 +65,17 @@ def _as_ids(ids, what: str = "ids") -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def upsert_args(ids, vectors, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (ids, vectors) of an Index.upsert: same length, ids >= 0."""
+    x = _as_matrix(vectors, dim, "vectors")
+    i = _as_ids(ids)
+    if len(i) != len(x):
+        raise InvalidArgument(f"{len(i)} ids but {len(x)} vectors")
+    if len(i) and i.min() < 0:
+        raise InvalidArgument("ids must be >= 0")
+    return i, x
+
+
 def _check_k(k) -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise InvalidArgument(f"k must be an integer, got {type(k).__name__}")
@@ -217,14 +228,9 @@ class ExactIndex:
         so a caller that allocates ids itself (the catalogue's slots) can use
         them directly.
         """
-        x = _as_matrix(vectors, self.dim, "vectors")
-        i = _as_ids(ids)
-        if len(i) != len(x):
-            raise InvalidArgument(f"{len(i)} ids but {len(x)} vectors")
+        i, x = upsert_args(ids, vectors, self.dim)
         if len(i) == 0:
             return
-        if i.min() < 0:
-            raise InvalidArgument("ids must be >= 0")
         if len(np.unique(i)) != len(i):
             raise InvalidArgument("ids must be unique within one upsert")
         n = self.ntotal
