@@ -43,6 +43,11 @@ def _rpc(fn):
     return wrapper
 
 
+def _floats(values) -> np.ndarray:
+    """A protobuf repeated float as float32 (fromiter: the fastest path from upb's container)."""
+    return np.fromiter(values, np.float32, len(values))
+
+
 def _filters(f: pb.Filter):
     if f.expression and f.all:
         raise InvalidArgument("set either filter.all or filter.expression, not both")
@@ -74,7 +79,7 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         if kind == "vector":
             if not q.vector.values:
                 raise InvalidArgument("query vector is empty")
-            return np.asarray(q.vector.values, dtype=np.float32), None
+            return _floats(q.vector.values), None
         if kind == "product_id":
             if not q.product_id or len(q.product_id.encode()) > MAX_ID_BYTES:
                 raise InvalidArgument(f"product_id must be 1..{MAX_ID_BYTES} bytes")
@@ -142,7 +147,7 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
 
     # --- writes --------------------------------------------------------------------
     def _product(self, p: pb.Product, timings: pb.Timings, embedded=None) -> Product:
-        vector = np.asarray(p.vector, dtype=np.float32) if len(p.vector) else embedded
+        vector = _floats(p.vector) if len(p.vector) else embedded
         thumb = None
         if p.image:
             enc = self.encoders.get("image")
@@ -153,7 +158,7 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
             thumb = enc.thumbnail(p.image) if enc is not None else None
         if vector is None:
             raise InvalidArgument(f"product {p.id!r} needs a vector or an image")
-        text_vector = np.asarray(p.text_vector, dtype=np.float32) if len(p.text_vector) else None
+        text_vector = _floats(p.text_vector) if len(p.text_vector) else None
         return Product(id=p.id, sku=p.sku, title=p.title, category=p.category, attributes=dict(p.attributes),
                        vector=vector, text_vector=text_vector, thumbnail=thumb)
 
