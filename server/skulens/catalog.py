@@ -100,7 +100,8 @@ class Catalog:
     def open(cls, path: str, dim: int, *, storage: str = "fp32", M: int = 16, ef_construction: int = 100,
              ef: int = 64, threads: int | None = None, exact_below: int = EXACT_BELOW,
              exact_filtered_below: int = EXACT_FILTERED_BELOW, snapshot_every: int = 100_000,
-             keep_snapshots: int = 2, max_unindexed: int = 100_000, progress: bool = False) -> "Catalog":
+             keep_snapshots: int = 2, max_unindexed: int = 100_000, text_dim: int | None = None,
+             progress: bool = False) -> "Catalog":
         """Open (or create) the catalogue in folder `path` for `dim`-d vectors.
 
         Returns as soon as the exact kernel is loaded: searches are correct at
@@ -123,6 +124,9 @@ class Catalog:
         self.snapshot_every = int(snapshot_every)
         self.keep_snapshots = int(keep_snapshots)
         self.max_unindexed = int(max_unindexed)
+        # Title embeddings of another model (text_dim) get their own exact index, so
+        # text queries search titles until a trained model aligns text with images.
+        self.text_dim = int(text_dim) if text_dim else None
         self._progress = progress
         self._closed = True
         self._failed: BaseException | None = None
@@ -222,6 +226,11 @@ class Catalog:
         # The graph catches up in the background with whatever it lacks.
         rest = np.setdiff1d(slots, indexed, assume_unique=True)
         self._mark_unindexed(rest)
+        self._text = None
+        if self.text_dim:
+            self._text = ExactIndex(self.text_dim, "fp32", threads=self.threads)
+            for part_slots, vecs in self._store.text_vectors(self.text_dim):
+                self._text.upsert(part_slots, vecs)
         self._snapshot_seq = base
         self._changes = todo
         self._indexed_since_snapshot = 0
@@ -416,6 +425,14 @@ class Catalog:
             raise
         self._wrote(n)
 
+    def _apply_text(self, items: list[Product], slots: np.ndarray) -> None:
+        has = [p.text_vector is not None for p in items]
+        if any(has):
+            self._text.upsert(slots[has], np.stack([p.text_vector for p, h in zip(items, has) if h]))
+        gone = [int(s) for s, h in zip(slots, has) if not h and s in self._text]
+        if gone:
+            self._text.remove(gone)
+
     def _apply_deletes(self, ids: list[str]) -> None:
         self._rw.acquire_write()
         try:
@@ -424,6 +441,8 @@ class Catalog:
                 self._exact.remove([s])
                 self._graph.remove([s])
                 self._mark_indexed([s])
+                if self._text is not None and s in self._text:
+                    self._text.remove([s])
                 self._postings.remove(s, self._slot_terms[s])
                 self._slot_id[s] = self._slot_terms[s] = None
                 self._slot_seq[s] = 0
@@ -460,6 +479,8 @@ class Catalog:
             try:
                 self._exact.upsert(slots[a:b], vecs[a:b])
                 self._graph.remove(slots[a:b])
+                if self._text is not None:
+                    self._apply_text(items[a:b], slots[a:b])
                 for p, s in zip(items[a:b], slots[a:b].tolist()):
                     old = self._slot_terms[s]
                     if old is not None:
@@ -621,8 +642,15 @@ class Catalog:
         self._check_open()
         return self._store.thumbnail(id_)
 
-    def search(self, vector, k: int = 10, filters=None, mode: str = "auto", ef: int | None = None) -> list[Hit]:
-        """Products most similar to `vector`, best first (at most k; k whenever k match)."""
+    def search(self, vector, k: int = 10, filters=None, mode: str = "auto", ef: int | None = None,
+               field: str = "image") -> list[Hit]:
+        """Products most similar to `vector`, best first (at most k; k whenever k match).
+
+        field="text" searches the title embeddings (text_dim) exactly instead."""
+        if field == "text":
+            return self._search_text(vector, k, filters)
+        if field != "image":
+            raise InvalidArgument(f"field is 'image' or 'text', got {field!r}")
         q = _unit(vector, self.dim, "query vector")
         k = _count(k, "k")
         if mode not in MODES:
@@ -695,6 +723,22 @@ class Catalog:
             self._all_counts.append(c)
         return c
 
+    def _search_text(self, vector, k, filters) -> list[Hit]:
+        if self._text is None:
+            raise InvalidArgument("this catalogue has no title embeddings (open it with text_dim)")
+        q = _unit(vector, self.text_dim, "text query vector")
+        k = _count(k, "k")
+        clauses = flt.parse(filters) if filters else ()
+        self._rw.acquire_read()
+        try:
+            self._check_open()
+            allow = self._filter_mask(clauses, self._high) if clauses else None
+            scores, slots = self._text._ix.search(q[None, :], k, allow_bitset(allow))
+            good = slots[0] >= 0
+            return [Hit(self._slot_id[s], float(sc)) for s, sc in zip(slots[0][good].tolist(), scores[0][good].tolist())]
+        finally:
+            self._rw.release_read()
+
     def _filter_mask(self, clauses, high: int) -> Bits:
         """The filter's bitset, cached until the next write: shops filter by the
         same few categories over and over, and at 1M products building a mask
@@ -758,7 +802,8 @@ class Catalog:
         if p.vector is None:
             raise InvalidArgument(f"{what} has no vector")
         vec = _unit(p.vector, self.dim, f"{what} vector")
-        tvec = None if p.text_vector is None else _unit(p.text_vector, self.dim, f"{what} text_vector")
+        tvec = None if p.text_vector is None else _unit(p.text_vector, self.text_dim or self.dim,
+                                                        f"{what} text_vector")
         if p.thumbnail is not None and (not isinstance(p.thumbnail, (bytes, bytearray))
                                         or len(p.thumbnail) > MAX_THUMBNAIL):
             raise InvalidArgument(f"{what}: thumbnail must be bytes of at most {MAX_THUMBNAIL}")

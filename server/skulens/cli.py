@@ -262,6 +262,11 @@ def cmd_demo(args) -> int:
                 r = c.search_full(image=q, top_k=5, include_metadata=True)
                 print(f"\nquery: a view of test article {i} ({datasets.CLASSES[labels[i]]})")
                 print_hits(r)
+            if "text" in encs:
+                text = "ankle boot"
+                r = c.search_full(text=text, top_k=5, include_metadata=True)
+                print(f"\nquery: the text {text!r} (matched against the titles; articles with the same title tie)")
+                print_hits(r)
     finally:
         server.stop()
         print("\nserver stopped cleanly")

@@ -91,9 +91,11 @@ class Server:
             raise OSError(f"cannot listen on {config.host}:{config.port}")
         self.grpc.start()
         try:
-            self.catalog = Catalog.open(config.data, config.dim, storage=config.storage, M=config.M,
-                                        ef_construction=config.ef_construction, ef=config.ef)
             self.encoders = encoders if encoders is not None else {}
+            text = self.encoders.get("text")
+            self.catalog = Catalog.open(config.data, config.dim, storage=config.storage, M=config.M,
+                                        ef_construction=config.ef_construction, ef=config.ef,
+                                        text_dim=text.dim if text is not None and text.dim != config.dim else None)
             for e in self.encoders.values():
                 e.warm_up()
         except BaseException:

@@ -79,18 +79,20 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         if kind == "vector":
             if not q.vector.values:
                 raise InvalidArgument("query vector is empty")
-            return _floats(q.vector.values), None
+            return _floats(q.vector.values), None, "image"
         if kind == "product_id":
             if not q.product_id or len(q.product_id.encode()) > MAX_ID_BYTES:
                 raise InvalidArgument(f"product_id must be 1..{MAX_ID_BYTES} bytes")
             p = self.catalog.get(q.product_id)
             if p is None:
                 raise NotFound(f"no product with id {q.product_id!r}")
-            return p.vector, q.product_id
+            return p.vector, q.product_id, "image"
         enc = self.encoders.get(kind)
         if enc is None:
             raise Unimplemented(f"this server has no {kind} encoder loaded")
-        return enc.embed_request(getattr(q, kind), timings), None
+        v = enc.embed_request(getattr(q, kind), timings)
+        # A text model aligned with the images searches them; another one searches titles.
+        return v, None, "image" if enc.dim == self.catalog.dim else "text"
 
     @_rpc
     def Search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
@@ -125,12 +127,12 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         if request.ef < 0:
             raise InvalidArgument(f"ef must be >= 0, got {request.ef}")
         filters = _filters(request.filter)
-        vector, exclude = self._query_vector(request.query, timings)
+        vector, exclude, field = self._query_vector(request.query, timings)
         _deadline(context)
         t1 = time.perf_counter_ns()
         # "More like this" leaves the product itself out of its own answer.
         hits = self.catalog.search(vector, top_k + (exclude is not None), filters=filters,
-                                   mode=MODES[request.mode], ef=request.ef or None)
+                                   mode=MODES[request.mode], ef=request.ef or None, field=field)
         if exclude is not None:
             hits = [h for h in hits if h.id != exclude][:top_k]
         timings.search_us = (time.perf_counter_ns() - t1) // 1000
@@ -172,6 +174,17 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         vecs = enc.embed([req.products[i].image for i in todo])
         return dict(zip(todo, vecs))
 
+    def _title_vectors(self, products: list[Product]) -> None:
+        """Title embeddings for products that have a title and no text vector, in one batch,
+        when the catalogue keeps title embeddings of this text model."""
+        enc = self.encoders.get("text")
+        if enc is None or self.catalog.text_dim != enc.dim:
+            return
+        todo = [p for p in products if p.text_vector is None and p.title.strip()]
+        if todo:
+            for p, v in zip(todo, enc.embed([p.title for p in todo])):
+                p.text_vector = v
+
     def _upsert(self, batches) -> pb.UpsertResponse:
         n, seq = 0, 0
         for req in batches:
@@ -180,6 +193,7 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
             timings = pb.Timings()
             pre = self._embed_batch(req)
             products = [self._product(p, timings, pre.get(i)) for i, p in enumerate(req.products)]
+            self._title_vectors(products)
             seq = self.catalog.upsert(products)
             n += len(products)
         if n == 0:

@@ -198,6 +198,13 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise CorruptCatalog(f"catalogue database {self.path} is damaged: {e}") from None
 
+    def text_vectors(self, dim: int, chunk: int = 8192):
+        """Yield (slots, vectors) of the stored title embeddings of `dim` values."""
+        cur = self._w.execute("SELECT slot, text_vector FROM products WHERE length(text_vector) = ?", (4 * dim,))
+        while rows := cur.fetchmany(chunk):
+            s = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            yield s, np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+
     def rows_at(self, slots: np.ndarray):
         """(slots, seqs, vectors) of the rows now in these slots (missing ones are left out)."""
         c = self._reader()
