@@ -117,7 +117,6 @@ def test_save_and_load(tmp_path):
     h.save(str(tmp_path / "g.bin"), str(tmp_path / "s.npy"))
     g = HnswIndex.load(str(tmp_path / "g.bin"), str(tmp_path / "s.npy"), D, 8, 50)
     assert len(g) == 1498 and g.deleted_count() == 2
-    np.testing.assert_array_equal(g.vectors([10, 11]), h.vectors([10, 11]))
     assert g.search(x[10], 1)[1][0] == 10
     g.upsert([3], x[3:4])
     assert g.search(x[3], 1)[1][0] == 3

@@ -175,10 +175,6 @@ class Postings:
             if p.bits is not None or len(p.members) >= dense:
                 p.bits = _pack(p.members, self.capacity)
 
-    def count(self, term) -> int:
-        p = self._p.get(term)
-        return len(p.members) if p else 0
-
     def mask(self, clauses: Clauses, slots: int) -> Bits:
         """Slots < `slots` that pass every clause, as a packed bitset."""
         nbytes = (slots + 7) // 8

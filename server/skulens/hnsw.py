@@ -165,13 +165,6 @@ class HnswIndex:
             self._ef_exit()
         return 1.0 - dist[0], labels[0].view(np.int64)  # labels are slots < 2^63
 
-    def vectors(self, ids) -> np.ndarray:
-        """Stored vectors of live ids (used to rebuild the exact kernel from a snapshot)."""
-        i = _as_ids(ids)
-        if len(i) == 0:
-            return np.empty((0, self.dim), np.float32)
-        return np.asarray(self._g.get_items(i, return_type="numpy"), dtype=np.float32)
-
     # --- persistence ---------------------------------------------------------
     def save(self, graph_path: str, state_path: str) -> None:
         self._g.save_index(graph_path)

@@ -8,7 +8,6 @@ searches cannot starve an upsert past its deadline.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 
 
 class RWLock:
@@ -46,19 +45,3 @@ class RWLock:
         with self._lock:
             self._writer = False
             self._cond.notify_all()
-
-    @contextmanager
-    def read(self):
-        self.acquire_read()
-        try:
-            yield
-        finally:
-            self.release_read()
-
-    @contextmanager
-    def write(self):
-        self.acquire_write()
-        try:
-            yield
-        finally:
-            self.release_write()
