@@ -82,6 +82,17 @@ def _meta(folder: str) -> dict:
         return json.load(f)
 
 
+def fit_square(im, size: int) -> np.ndarray:
+    """RGB PIL image -> uint8 [size, size, 3]: shorter side to `size`, centre crop. Training
+    (skulens_train) feeds its models through this same function."""
+    from PIL import Image
+    w, h = im.size
+    s = size / min(w, h)
+    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR, reducing_gap=2.0)
+    left, top = (im.width - size) // 2, (im.height - size) // 2
+    return np.asarray(im.crop((left, top, left + size, top + size)))
+
+
 class OnnxImageEncoder:
     """An image model exported to ONNX: uint8 pixels in, unit vectors out."""
 
@@ -117,15 +128,9 @@ class OnnxImageEncoder:
 
     def preprocess(self, images) -> np.ndarray:
         """RGB images -> float32 [B, 3, size, size]: shorter side to size, centre crop."""
-        from PIL import Image
         out = np.empty((len(images), self.size, self.size, 3), np.uint8)
         for i, im in enumerate(images):
-            w, h = im.size
-            s = self.size / min(w, h)
-            im = im.resize((max(self.size, round(w * s)), max(self.size, round(h * s))), Image.BILINEAR,
-                           reducing_gap=2.0)
-            left, top = (im.width - self.size) // 2, (im.height - self.size) // 2
-            out[i] = np.asarray(im.crop((left, top, left + self.size, top + self.size)))
+            out[i] = fit_square(im, self.size)
         x = out.transpose(0, 3, 1, 2).astype(np.float32)
         return (x - self.mean) / self.std
 

@@ -1,0 +1,217 @@
+"""skulens_train: losses, scanner views, fine-tuning modes, resume, evaluation metrics, config.
+The end-to-end pipeline (quick config -> evaluate -> ONNX -> served) is in test_training_pipeline.py."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs torch (pip install torch==2.13.0)")
+
+from skulens import datasets  # noqa: E402
+from skulens_train import config as C  # noqa: E402
+from skulens_train import losses  # noqa: E402
+from skulens_train.evaluate import ranked, recall_map  # noqa: E402
+
+needs_data = pytest.mark.skipif(not datasets.available(), reason="apt-get install dataset-fashion-mnist")
+
+
+def _unit(x):
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+# --- losses -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["infonce", "cosine", "triplet"])
+def test_pair_losses_reward_matching_pairs(name):
+    g = torch.Generator().manual_seed(0)
+    c = _unit(torch.randn(32, 16, generator=g))
+    labels = torch.arange(32)
+    good = losses.PAIR_LOSSES[name](c, c, labels)
+    bad = losses.PAIR_LOSSES[name](_unit(torch.randn(32, 16, generator=g)), c, labels)
+    assert torch.isfinite(good) and torch.isfinite(bad)
+    assert good < bad
+
+
+def test_infonce_is_cross_entropy_over_the_batch():
+    g = torch.Generator().manual_seed(1)
+    q, c = _unit(torch.randn(8, 4, generator=g)), _unit(torch.randn(8, 4, generator=g))
+    t = 0.1
+    logits = q @ c.T / t
+    want = 0.5 * (torch.nn.functional.cross_entropy(logits, torch.arange(8))
+                  + torch.nn.functional.cross_entropy(logits.T, torch.arange(8)))
+    assert torch.allclose(losses.infonce(q, c, torch.arange(8), t), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["infonce", "cosine", "triplet"])
+def test_pairs_sharing_a_label_are_not_pushed_apart(name):
+    # Moving query 0 towards catalogue row 1 costs when row 1 is another product, not when it is
+    # the same one (two views of a product, or one category).
+    c = _unit(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    far, near = c.clone(), c.clone()
+    far[0] = _unit(torch.tensor([[1.0, 0.1, 0.0]]))[0]
+    near[0] = _unit(torch.tensor([[1.0, 0.5, 0.0]]))[0]
+    f = losses.PAIR_LOSSES[name]
+    kw = {"margin": 0.9} if name != "infonce" else {}
+    assert f(near, c, torch.tensor([0, 1, 2]), **kw) > f(far, c, torch.tensor([0, 1, 2]), **kw)
+    assert f(near, c, torch.tensor([0, 0, 2]), **kw) <= f(far, c, torch.tensor([0, 0, 2]), **kw) + 1e-6
+
+
+def test_triplet_mines_the_semi_hard_negative():
+    # Anchor 0's positive is c0 (d 0.4); c1 is closer than the positive (d 0.2, not semi-hard);
+    # c2 is farther (d 1.0): the semi-hard negative.
+    q = _unit(torch.tensor([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]]))
+    c = _unit(torch.tensor([[0.8, 0.6, 0.0], [0.9, 0.436, 0.0], [0.5, 0.0, 0.866]]))
+    per = losses.triplet_semihard(q, c, torch.tensor([0, 1, 2]), margin=0.7, reduction="none")
+    d = 2 - 2 * q @ c.T
+    assert d[0, 1] < d[0, 0] < d[0, 2]
+    assert torch.allclose(per[0], torch.relu(d[0, 0] - d[0, 2] + 0.7), atol=1e-6)
+    semi1 = [j for j in (0, 2) if d[1, j] > d[1, 1]]
+    want1 = d[1, 1] - (min(d[1, j] for j in semi1) if semi1 else min(d[1, 0], d[1, 2])) + 0.7
+    assert torch.allclose(per[1], torch.relu(want1), atol=1e-6)
+
+
+def test_normsoftmax_learns_proxies():
+    g = torch.Generator().manual_seed(2)
+    x = _unit(torch.randn(64, 8, generator=g))
+    y = torch.randint(0, 4, (64,), generator=g)
+    head = losses.NormSoftmax(4, 8)
+    opt = torch.optim.SGD(head.parameters(), lr=1.0)
+    first = float(head(x, y))
+    for _ in range(50):
+        opt.zero_grad()
+        loss = head(x, y)
+        loss.backward()
+        opt.step()
+    assert float(loss) < first
+
+
+# --- scanner views ----------------------------------------------------------------------------------
+@needs_data
+def test_scanner_views_are_seeded_and_degraded():
+    from skulens_train.views import EVAL_BACKGROUNDS, ViewMaker, catalogue_image
+    images, _ = datasets.load("test")
+    a = ViewMaker(images[:4], 64, EVAL_BACKGROUNDS, seed=3)
+    v1, v2 = a([0, 1, 2, 3]), a([0, 1, 2, 3])
+    assert v1.shape == (4, 64, 64, 3) and v1.dtype == np.uint8
+    assert np.array_equal(v1, v2)                                    # same seed, same views
+    assert not np.array_equal(v1, a([0, 1, 2, 3], epoch=1))          # another epoch, other views
+    clean = np.stack([catalogue_image(images[i], 64) for i in range(4)])
+    assert clean.shape == v1.shape
+    # Degraded, not copied: the views differ a lot from the catalogue pictures and from each other.
+    assert np.abs(v1.astype(int) - clean).mean() > 20
+    assert np.abs(v1[0].astype(int) - v1[1]).mean() > 10
+
+
+def test_scanner_view_of_a_photo_keeps_the_photo_inside():
+    from skulens_train.views import TRAIN_BACKGROUNDS, Backgrounds, ViewSpec, scanner_view
+    photo = np.zeros((40, 40, 3), np.uint8)
+    photo[..., 0] = 255                                              # a pure red product photo
+    spec = ViewSpec(fill=(0.9, 0.9), max_rotation=0, perspective=0, blur=(0, 0), noise=(0, 0), jpeg=(95, 95),
+                    brightness=(1, 1), contrast=(1, 1))
+    v = scanner_view(photo, np.random.default_rng(0), 64, Backgrounds(TRAIN_BACKGROUNDS[:2]), spec)
+    centre = v[24:40, 24:40].astype(int)
+    assert centre[..., 0].mean() > 180 and centre[..., 1].mean() < 80
+
+
+# --- models ------------------------------------------------------------------------------------------
+def test_lora_merge_keeps_the_function():
+    from skulens_train.models import LoRAConv1x1
+    conv = torch.nn.Conv2d(8, 16, 1)
+    lora = LoRAConv1x1(conv, 4)
+    torch.nn.init.normal_(lora.b.weight)                             # as if trained
+    x = torch.randn(2, 8, 5, 5)
+    with torch.no_grad():
+        want = lora(x)
+        got = lora.merged()(x)
+    assert torch.allclose(want, got, atol=1e-5)
+
+
+def test_fine_tuning_modes_train_what_they_say():
+    from skulens_train.models import ImageEncoder, trainable_parameters
+    n = {m: trainable_parameters(ImageEncoder("lite0", 64, m, pretrained=False))
+         for m in ("head", "lora:4", "last:3", "all")}
+    assert n["head"] == 1280 * 64 + 64
+    assert n["head"] < n["lora:4"] < n["last:3"] < n["all"]
+    m = ImageEncoder("lite0", 64, "last:3", pretrained=False).train()
+    frozen_bn = m.frozen_modules()
+    assert frozen_bn and all(not b.training for b in frozen_bn)       # pretrained statistics kept
+    x = torch.randn(2, 3, 64, 64)
+    m(x).sum().backward()
+    assert all(p.grad is None for p in m.backbone.net._blocks[0].parameters())
+    assert all(p.grad is not None for p in m.backbone.net._blocks[-1].parameters())
+    with pytest.raises(ValueError, match="unknown trainable"):
+        ImageEncoder("lite0", 64, "some", pretrained=False)
+    with pytest.raises(ValueError, match="lite0"):
+        ImageEncoder("small", 64, "head")
+
+
+def test_lora_model_merges_for_export():
+    from skulens_train.models import ImageEncoder
+    m = ImageEncoder("lite0", 32, "lora:4", pretrained=False).eval()
+    for mod in m.modules():
+        if hasattr(mod, "b") and isinstance(getattr(mod, "b"), torch.nn.Conv2d):
+            torch.nn.init.normal_(mod.b.weight, std=0.01)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = m(x)
+        got = m.merge_adapters()(x)
+    assert not any(type(mod).__name__ == "LoRAConv1x1" for mod in m.modules())
+    assert torch.allclose(want, got, atol=1e-4)
+
+
+# --- config --------------------------------------------------------------------------------------------
+def test_config_names_overrides_and_errors(tmp_path):
+    cfg = C.load("quick", ["optim.steps=7", "model.trainable=\"last:2\"", "data.classes=[1,2]"])
+    assert cfg.optim.steps == 7 and cfg.model.trainable == "last:2" and cfg.data.classes == [1, 2]
+    p = tmp_path / "x.toml"
+    p.write_text(C.dump_toml(cfg))
+    assert C.load(str(p)) == cfg                                     # the written config reproduces the run
+    with pytest.raises(ValueError, match="unknown setting optim.stepz"):
+        C.load("quick", ["optim.stepz=1"])
+    with pytest.raises(FileNotFoundError, match="no config"):
+        C.load("nope")
+
+
+# --- metrics -------------------------------------------------------------------------------------------
+def test_recall_and_map_at_r_on_a_known_case():
+    g = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    r = recall_map(g, g, np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1]), exclude_self=True)
+    assert r == {"R@1": 1.0, "R@5": 1.0, "R@10": 1.0, "mAP@R": 1.0}
+    r = recall_map(g, g, np.array([0, 1, 0, 1]), np.array([0, 1, 0, 1]), exclude_self=True)
+    assert r["R@1"] == 0.0 and r["R@5"] == 1.0 and r["mAP@R"] == 0.0
+    # mAP@R with R = 2: relevant at ranks 1 and 3 -> (1/1 + 2/3) / 2, but only ranks <= R count: 1/2.
+    q = np.array([[1.0, 0.0]], np.float32)
+    gal = np.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8]], np.float32)
+    r = recall_map(q, gal, np.array([0]), np.array([0, 1, 0]), ks=(1,))
+    assert r["mAP@R"] == pytest.approx(0.5)
+    assert ranked(q, gal, 3)[0].tolist() == [0, 1, 2]
+
+
+# --- resume ----------------------------------------------------------------------------------------------
+@needs_data
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    over = ["name=\"r\"", "threads=1", "optim.steps=8", "optim.batch=16", "checkpoint_every=2",
+            "data.train_limit=200", "model.width=8", "eval.queries=0"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    cmd = [sys.executable, "-m", "skulens_train", "fit", "--no-progress", "--config", "quick"]
+    subprocess.run(cmd + ["--run", str(tmp_path / "straight")] + over, check=True, env=env, capture_output=True)
+    # Kill the second run with SIGKILL once it has checkpointed, then let it resume.
+    p = subprocess.Popen(cmd + ["--run", str(tmp_path / "killed")] + over + ["optim.steps=8"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    step = torch.load(ckpt, weights_only=False)["step"] if ckpt.exists() else 0
+    subprocess.run(cmd + ["--run", str(tmp_path / "killed")] + over, check=True, env=env, capture_output=True)
+    a = torch.load(tmp_path / "straight" / "model.pt")
+    b = torch.load(tmp_path / "killed" / "model.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), f"resumed from step {step} and diverged"

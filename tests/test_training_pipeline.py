@@ -1,0 +1,117 @@
+"""The training pipeline end to end with the quick config (CI's budget): fit -> evaluate -> export
+to ONNX -> served by the real gRPC server, for the image model and the aligned text branch."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="training needs torch (pip install torch==2.13.0)")
+
+from skulens import datasets  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not datasets.available(), reason="apt-get install dataset-fashion-mnist")
+
+
+def _cli(*args, check=True):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.run([sys.executable, "-m", "skulens_train", *args, "--no-progress"], check=check, env=env,
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    run = str(root / "quick")
+    _cli("fit", "--config", "quick", "--run", run)
+    _cli("evaluate", "--run", run)
+    return root, run
+
+
+def test_quick_run_records_everything_to_reproduce_it(quick):
+    _, run = quick
+    for f in ("config.toml", "log.jsonl", "checkpoint.pt", "model.pt", "train.json", "eval.json"):
+        assert os.path.exists(os.path.join(run, f)), f
+    log = [json.loads(line) for line in open(os.path.join(run, "log.jsonl"))]
+    assert [r["step"] for r in log] == list(range(1, 61))
+    first, last = np.mean([r["loss"] for r in log[:10]]), np.mean([r["loss"] for r in log[-10:]])
+    assert last < 0.8 * first, (first, last)
+
+
+def test_training_beats_the_untrained_network(quick):
+    root, run = quick
+    trained = json.load(open(os.path.join(run, "eval.json")))
+    untrained = str(root / "untrained")
+    _cli("fit", "--config", "quick", "--run", untrained, "optim.steps=0")
+    _cli("evaluate", "--run", untrained)
+    base = json.load(open(os.path.join(untrained, "eval.json")))
+    # Scanner views land in the right category far more often once trained.
+    assert trained["view category R@1"] > base["view category R@1"] + 0.1, (trained, base)
+    assert trained["instance R@10"] > base["instance R@10"]
+    for k in ("category R@1", "category mAP@R", "instance R@1", "instance R@5", "instance R@10",
+              "instance R@1 PGD eps=4", "batch encode ms/image"):
+        assert k in trained
+
+
+def test_export_serves_the_trained_model_like_torch(quick, tmp_path):
+    from skulens.encoders import OnnxImageEncoder
+    from skulens_train.train import load_run
+    from skulens_train.views import catalogue_image
+    from skulens_train.models import normalise_pixels
+    from PIL import Image
+    _, run = quick
+    repo = str(tmp_path / "repo")
+    _cli("export", "--run", run, "--model-repo", repo)
+    meta = json.load(open(os.path.join(repo, "image_encoder", "skulens.json")))
+    assert meta["min_cosine_onnx_vs_torch"] >= 0.9999 and meta["input_size"] == 64
+    assert "config.toml" in meta["run"] and os.path.exists(os.path.join(repo, "image_encoder", "config.pbtxt"))
+    # The server's path (PNG bytes -> decode -> preprocess -> ONNX) equals training's (torch).
+    images, _ = datasets.load("test")
+    enc = OnnxImageEncoder(os.path.join(repo, "image_encoder"))
+    pngs = []
+    for im in images[:8]:
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, "PNG")
+        pngs.append(buf.getvalue())
+    served = enc.embed(pngs)
+    _, model = load_run(run)
+    with torch.no_grad():
+        want = model(normalise_pixels(torch.from_numpy(np.stack([catalogue_image(im, 64) for im in images[:8]])))).numpy()
+    assert (served * want).sum(1).min() >= 0.9999
+
+
+def test_the_server_answers_with_the_trained_models(quick, tmp_path):
+    from PIL import Image
+    from skulens import encoders
+    from skulens.client import Client
+    from skulens.server import Config, Server
+    from skulens_train.text import evaluate_text, fit_text
+    from skulens_train.evaluate import Benchmark
+    root, run = quick
+    repo = str(tmp_path / "repo")
+    text_run = str(root / "text-minilm")
+    fit_text("minilm", run, text_run, steps=40, batch=128, images=1000)
+    res = evaluate_text(text_run, Benchmark(64, catalogue=500, queries=200))
+    assert 0 <= res["text->image R@1 (held-out words)"] <= 1 and "image+text: view category R@1" in res
+    _cli("export", "--run", run, "--model-repo", repo, "--text", text_run)
+    enc = encoders.load(repo)
+    assert enc["image"].dim == enc["text"].dim == 256          # one space: text searches the images
+    images, labels = datasets.load("test")
+    s = Server(Config(data=str(tmp_path / "data"), dim=256, port=0), encoders=enc)
+    try:
+        with Client(s.target) as c:
+            def png(a):
+                b = io.BytesIO()
+                Image.fromarray(a).save(b, "PNG")
+                return b.getvalue()
+            c.upsert([dict(id=f"t{i}", title=datasets.title(int(labels[i])), category=datasets.CATEGORY[labels[i]],
+                           image=png(images[i])) for i in range(40)])
+            hits = c.search(image=png(images[7]), top_k=3)
+            assert hits[0].product_id == "t7" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+            assert c.search(text="a pair of trousers", top_k=3)
+    finally:
+        s.stop()

@@ -1,0 +1,73 @@
+"""python -m skulens_train {fit,evaluate,export,report} --config NAME|FILE [key=value ...]
+
+  fit       train (resumes from RUN/checkpoint.pt when present)
+  evaluate  Recall@K / mAP@R on Fashion-MNIST test + scanner views -> RUN/eval.json
+  export    ONNX into model_repo/ (image encoder; the text projection with --text RUN)
+  experiments  the methods table, one row per configs/experiment.toml + overrides
+  report    the experiments table, plots and markdown (training/REPORT.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _run_dir(args, cfg) -> str:
+    return args.run or os.path.join(args.runs, cfg.name)
+
+
+def main(argv=None) -> int:
+    from . import config as C
+    ap = argparse.ArgumentParser(prog="skulens_train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["fit", "evaluate", "export", "report", "experiments"])
+    ap.add_argument("--only", nargs="*", default=[], help="experiments: just these rows")
+    ap.add_argument("--config", help="a TOML file, or the name of one in skulens_train/configs/ (main, quick, experiment)")
+    ap.add_argument("--runs", default="training/runs", help="where run directories live")
+    ap.add_argument("--run", help="run directory (default: RUNS/<config name>)")
+    ap.add_argument("--model-repo", default="model_repo")
+    ap.add_argument("--text", help="text-branch run directory to export beside the image encoder")
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.steps=50")
+    args = ap.parse_intermixed_args(argv)
+    if args.command == "experiments":
+        from .experiments import run_rows
+        run_rows(args.runs, args.only, progress=not args.no_progress)
+        return 0
+    if args.command == "report":
+        from .report import main as report
+        return report(args.runs)
+    cfg = C.load(args.config, args.overrides) if args.command == "fit" or args.config else None
+    run = args.run or (_run_dir(args, cfg) if cfg else None)
+    if run is None:
+        ap.error("give --config or --run")
+    if args.command == "fit":
+        from .train import fit
+        fit(cfg, run, progress=not args.no_progress)
+        print(f"trained: {run}/model.pt")
+    elif args.command == "evaluate":
+        import torch
+        from .evaluate import Benchmark
+        from .train import load_run
+        _, model = load_run(run)
+        cfg = C.load(os.path.join(run, "config.toml"), args.overrides)  # eval.* may be overridden
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        e = cfg.eval
+        bench = Benchmark(cfg.model.input_size, e.catalogue, e.queries)
+        res = bench.run(model, cfg.name, attack=(e.attack_queries, e.attack_eps, e.attack_steps)
+                        if e.attack_queries else None)
+        with open(os.path.join(run, "eval.json"), "w") as f:
+            json.dump(res, f, indent=1)
+        print(json.dumps(res, indent=1))
+    elif args.command == "export":
+        from .export import export
+        export(run, args.model_repo, text_run=args.text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

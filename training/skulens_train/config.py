@@ -1,0 +1,172 @@
+"""Run configuration: a TOML file, every field with a default, overridable with `key=value`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Model:
+    arch: str = "lite0"          # lite0 | small
+    dim: int = 256
+    trainable: str = "all"       # all | last:N | head | lora:R
+    pretrained: bool = True
+    width: int = 32              # small CNN only
+    norm: str = "batch"          # small CNN only: batch | group
+    input_size: int = 64
+
+
+@dataclass
+class Data:
+    train_limit: int = 0         # 0: all 60,000 training articles
+    classes: list[int] = field(default_factory=list)   # empty: all ten (incremental runs restrict them)
+    augment: bool = True         # queries are scanner views; False: the clean image itself
+    classes_per_batch: int = 0   # >0: batches drawn from this many categories (harder negatives)
+
+
+@dataclass
+class Loss:
+    pair: str = "infonce"        # infonce | cosine | triplet | none
+    temperature: float = 0.05
+    margin: float = 0.2
+    category_weight: float = 0.0  # normalised-softmax proxies on the ten categories
+    category_scale: float = 16.0
+
+
+@dataclass
+class Optim:
+    name: str = "adamw"          # adamw | adam | sgd
+    lr: float = 1e-3
+    backbone_lr: float = 3e-4
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup: int = 50             # steps of linear warm-up, then cosine decay to 0
+    batch: int = 128
+    steps: int = 300
+    grad_clip: float = 5.0
+
+
+@dataclass
+class Adversarial:
+    method: str = "none"         # none | fgsm | pgd
+    eps: float = 4.0             # L-inf radius in 0..255 pixel units
+    steps: int = 3
+    fraction: float = 0.5        # share of each batch's queries replaced by attacked ones
+
+
+@dataclass
+class Compat:
+    """Backward-compatible training: new queries must find the old model's catalogue vectors."""
+    old_run: str = ""            # run directory of the old model; empty: off
+    weight: float = 1.0
+
+
+@dataclass
+class Distill:
+    teacher_run: str = ""        # run directory of the teacher; empty: off
+    weight: float = 1.0
+
+
+@dataclass
+class Eval:
+    catalogue: int = 10_000      # Fashion-MNIST test articles in the instance catalogue
+    queries: int = 10_000        # scanner views searched against it
+    attack_queries: int = 500
+    attack_eps: float = 4.0
+    attack_steps: int = 5
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    threads: int = 0             # 0: torch's default
+    checkpoint_every: int = 100
+    init_run: str = ""           # start from this run's weights (incremental training); empty: pretrained
+    model: Model = field(default_factory=Model)
+    data: Data = field(default_factory=Data)
+    loss: Loss = field(default_factory=Loss)
+    optim: Optim = field(default_factory=Optim)
+    adversarial: Adversarial = field(default_factory=Adversarial)
+    compat: Compat = field(default_factory=Compat)
+    distill: Distill = field(default_factory=Distill)
+    eval: Eval = field(default_factory=Eval)
+
+
+def _build(cls, d: dict, where: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kw = {}
+    for k, v in d.items():
+        if k not in known:
+            raise ValueError(f"unknown setting {where}{k}")
+        t = known[k].type
+        if dataclasses.is_dataclass(known[k].default_factory() if known[k].default_factory
+                                    is not dataclasses.MISSING else None):
+            kw[k] = _build(type(known[k].default_factory()), v, f"{where}{k}.")
+        else:
+            kw[k] = v
+    return cls(**kw)
+
+
+def _coerce(text: str):
+    import json
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "configs")
+
+
+def resolve(path: str) -> str:
+    """A config file, or the name of one shipped in skulens_train/configs/ ("main", "quick", ...)."""
+    if os.path.exists(path):
+        return path
+    named = os.path.join(CONFIGS, f"{path}.toml")
+    if os.path.exists(named):
+        return named
+    raise FileNotFoundError(f"no config {path!r} (a file, or one of {sorted(os.listdir(CONFIGS))})")
+
+
+def load(path: str | None = None, overrides: list[str] = ()) -> Config:
+    d: dict = {}
+    if path:
+        path = resolve(path)
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if not _:
+            raise ValueError(f"override {o!r} is not key=value")
+        *parents, leaf = key.split(".")
+        node = d
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = _coerce(value)
+    return _build(Config, d, "")
+
+
+def as_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_toml(cfg: Config) -> str:
+    """The resolved config, written beside every run so it can be reproduced."""
+    lines = []
+    top = {k: v for k, v in as_dict(cfg).items() if not isinstance(v, dict)}
+    lines += [f"{k} = {_toml(v)}" for k, v in top.items()]
+    for k, v in as_dict(cfg).items():
+        if isinstance(v, dict):
+            lines += ["", f"[{k}]"] + [f"{kk} = {_toml(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(v) -> str:
+    import json
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return json.dumps(v)

@@ -1,0 +1,158 @@
+"""Export trained encoders to ONNX in a Triton-style model repository, checked against torch.
+
+model_repo/image_encoder/{config.pbtxt, skulens.json, 1/model.onnx}: uint8-derived normalised
+pixels [B, 3, S, S] -> unit vectors; LoRA adapters are merged first. With a text run,
+model_repo/text_encoder/: MiniLM + the trained projection in one graph, in the image space.
+skulens.json records where the model came from (run config, steps, evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import torch
+
+from .models import MEAN, STD, normalise_pixels
+
+IMAGE_CONFIG = """name: "image_encoder"
+backend: "onnxruntime"
+max_batch_size: 64
+input [ {{ name: "pixels" data_type: TYPE_FP32 dims: [ 3, {size}, {size} ] }} ]
+output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]
+dynamic_batching {{ max_queue_delay_microseconds: 500 }}
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+"""
+
+TEXT_CONFIG = """name: "text_encoder"
+backend: "onnxruntime"
+max_batch_size: 64
+input [ {{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }},
+        {{ name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }} ]
+output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]
+instance_group [ {{ kind: KIND_CPU count: 1 }} ]
+"""
+
+
+def real_images(size: int) -> np.ndarray:
+    """Photos (scikit-image) and Fashion-MNIST articles, through the server's own preprocessing."""
+    from PIL import Image
+    from skulens.encoders import fit_square
+    import skimage.data as sd
+    ims = [fit_square(Image.fromarray(getattr(sd, n)()).convert("RGB"), size) for n in ("chelsea", "coffee", "astronaut")]
+    try:
+        from skulens import datasets
+        from .views import catalogue_image
+        ims += [catalogue_image(a, size) for a in datasets.load("test")[0][:13]]
+    except FileNotFoundError:
+        pass
+    return np.stack(ims)
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(1).min())
+
+
+def _atomic_folder(folder: str):
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "1"))
+    return tmp
+
+
+def export_image(run: str, repo: str) -> dict:
+    import onnxruntime as ort
+    from .train import load_run
+    cfg, model = load_run(run)
+    model = model.merge_adapters().eval().to(memory_format=torch.contiguous_format)
+    size = cfg.model.input_size
+    folder = os.path.join(repo, "image_encoder")
+    tmp = _atomic_folder(folder)
+    path = os.path.join(tmp, "1", "model.onnx")
+    torch.onnx.export(model, (torch.zeros(1, 3, size, size),), path, input_names=["pixels"],
+                      output_names=["embedding"], dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    x = normalise_pixels(torch.from_numpy(real_images(size))).contiguous()
+    with torch.no_grad():
+        want = model(x).numpy()
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"pixels": x.numpy()})[0]
+    cos = min_cosine(got, want)
+    if cos < 0.9999:
+        raise SystemExit(f"ONNX Runtime and torch disagree: min cosine {cos:.6f} < 0.9999")
+    meta = {"name": f"skulens-{cfg.name}-{cfg.model.arch}-{size}px", "dim": cfg.model.dim, "input_size": size,
+            "mean": list(MEAN), "std": list(STD), "min_cosine_onnx_vs_torch": cos, "run": _provenance(run)}
+    with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
+        f.write(IMAGE_CONFIG.format(size=size, dim=cfg.model.dim))
+    with open(os.path.join(tmp, "skulens.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    _swap(tmp, folder)
+    print(f"wrote {folder} (min cosine onnx vs torch {cos:.7f} on {len(x)} real images)")
+    return meta
+
+
+def _provenance(run: str) -> dict:
+    out = {"dir": os.path.basename(os.path.normpath(run))}
+    for name in ("config.toml", "train.json", "eval.json"):
+        p = os.path.join(run, name)
+        if os.path.exists(p):
+            with open(p) as f:
+                out[name] = f.read() if name.endswith(".toml") else json.load(f)
+    return out
+
+
+def _swap(tmp: str, folder: str) -> None:
+    old = folder + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(folder):
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_text(run: str, repo: str) -> dict:
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+    from .models import minilm_dir
+    from .text import load_text_run, tokenizer
+    meta_in, model = load_text_run(run)
+    if meta_in["arch"] != "minilm":
+        raise SystemExit("only the MiniLM text branch is exported (the BiLSTM is the comparison)")
+    folder = os.path.join(repo, "text_encoder")
+    tmp = _atomic_folder(folder)
+    path = os.path.join(tmp, "1", "model.onnx")
+    ids = torch.ones(2, 8, dtype=torch.long)
+    torch.onnx.export(model, (ids, torch.ones_like(ids)), path, input_names=["input_ids", "attention_mask"],
+                      output_names=["embedding"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                                    "embedding": {0: "batch"}})
+    shutil.copy(os.path.join(minilm_dir(), "tokenizer.json"), os.path.join(tmp, "1", "tokenizer.json"))
+    titles = ["Sneaker (Fashion-MNIST article)", "red leather ankle boot", "a bag for a laptop", "women's summer dress"]
+    feed = tokenizer(titles)
+    with torch.no_grad():
+        want = model(torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])).numpy()
+    tok = Tokenizer.from_file(os.path.join(tmp, "1", "tokenizer.json"))
+    tok.enable_padding()
+    tok.enable_truncation(128)
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    cos = min_cosine(got, want)
+    if cos < 0.9999:
+        raise SystemExit(f"text: ONNX Runtime and torch disagree: min cosine {cos:.6f}")
+    meta = {"name": f"all-MiniLM-L6-v2+projection({meta_in['image_run']})", "dim": int(got.shape[1]),
+            "max_tokens": 128, "space": "image", "min_cosine_onnx_vs_torch": cos, "run": meta_in}
+    with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
+        f.write(TEXT_CONFIG.format(dim=got.shape[1]))
+    with open(os.path.join(tmp, "skulens.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    _swap(tmp, folder)
+    print(f"wrote {folder} (min cosine onnx vs torch {cos:.7f})")
+    return meta
+
+
+def export(run: str, repo: str, text_run: str | None = None) -> None:
+    export_image(run, repo)
+    if text_run:
+        export_text(text_run, repo)

@@ -1,0 +1,252 @@
+"""`fit`: one config in, one run directory out (config.toml, log.jsonl, checkpoint.pt, model.pt).
+
+Seeded and resumable: batch b of a run is drawn from rng(seed, b) and its scanner views from
+rng(seed, b, item), so a resumed run sees exactly the batches it would have seen. Under torchrun
+(WORLD_SIZE > 1) each process takes its share of the same global batch; embeddings are gathered
+so in-batch negatives span the whole batch, and DDP averages the gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from . import config as C
+from .data import Items, fashion_mnist
+from .losses import PAIR_LOSSES, NormSoftmax, infonce
+from .models import MEAN, STD, ImageEncoder, normalise_pixels, trainable_parameters
+from .views import ViewMaker
+
+
+def build_model(cfg: C.Config) -> ImageEncoder:
+    m = cfg.model
+    return ImageEncoder(m.arch, m.dim, m.trainable, m.pretrained, m.width, m.norm).to(
+        memory_format=torch.channels_last)
+
+
+def load_run(run_dir: str, weights: str = "model.pt") -> tuple[C.Config, ImageEncoder]:
+    """A finished run's config and model (eval mode)."""
+    cfg = C.load(os.path.join(run_dir, "config.toml"))
+    model = build_model(cfg)
+    state = torch.load(os.path.join(run_dir, weights), map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"] if "model" in state and "step" in state else state)
+    return cfg, model.eval()
+
+
+def pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
+    """Push queries x away from their own catalogue vectors `target` within an L-inf ball of `eps`
+    (0..255 pixel units). steps=1 is FGSM (a single step of eps); more steps: PGD with a random start."""
+    e = (eps / torch.tensor(STD))[None, :, None, None]
+    lo = ((0 - torch.tensor(MEAN)) / torch.tensor(STD))[None, :, None, None]
+    hi = ((255 - torch.tensor(MEAN)) / torch.tensor(STD))[None, :, None, None]
+    step = e if steps == 1 else 2.5 * e / steps
+    delta = torch.zeros_like(x) if steps == 1 else (torch.rand_like(x) * 2 - 1) * e
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        sim = (model(x + delta) * target).sum()
+        (g,) = torch.autograd.grad(sim, delta)
+        delta = torch.maximum(torch.minimum(delta - step * g.sign(), e), -e).detach()
+    return torch.maximum(torch.minimum(x + delta, hi), lo).contiguous(memory_format=torch.channels_last)
+
+
+class Objective(nn.Module):
+    """Everything trained, in one module so DDP syncs all of it: encoder + category proxies."""
+
+    def __init__(self, cfg: C.Config, encoder: ImageEncoder, classes: int):
+        super().__init__()
+        self.cfg, self.encoder = cfg, encoder
+        self.proxies = NormSoftmax(classes, cfg.model.dim, cfg.loss.category_scale) \
+            if cfg.loss.category_weight > 0 else None
+
+    def forward(self, q, c, inst, cat, old_c=None, teacher=None):
+        L = self.cfg.loss
+        emb = self.encoder(torch.cat([q, c]))
+        eq, ec = emb[: len(q)], emb[len(q):]
+        parts = {}
+        if self.proxies is not None:
+            # Per-sample, so on this process's share: DDP's average over processes is the batch mean.
+            parts["category"] = L.category_weight * self.proxies(torch.cat([eq, ec]), torch.cat([cat, cat]))
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        if world > 1:
+            eq, ec, inst = (_gather(t) for t in (eq, ec, inst))
+            old_c = _gather(old_c) if old_c is not None else None
+            teacher = tuple(_gather(t) for t in teacher) if teacher is not None else None
+        batch = {}
+        if L.pair != "none":
+            kw = {"temperature": L.temperature} if L.pair == "infonce" else {"margin": L.margin}
+            batch["pair"] = PAIR_LOSSES[L.pair](eq, ec, inst, **kw)
+        if old_c is not None:   # new queries must find the old catalogue vectors
+            batch["compat"] = self.cfg.compat.weight * infonce(eq, old_c, inst, L.temperature)
+        if teacher is not None:  # match the teacher's vectors and its query-catalogue similarities
+            tq, tc = teacher
+            rel = F.kl_div(F.log_softmax(eq @ ec.T / 0.1, 1), F.softmax(tq @ tc.T / 0.1, 1), reduction="batchmean")
+            batch["distill"] = self.cfg.distill.weight * ((2 - (eq * tq).sum(1) - (ec * tc).sum(1)).mean() + rel)
+        # Every process computes the in-batch losses on the whole (gathered) batch but holds the graph
+        # of its own share only; scaling them by the world size makes DDP's average the full gradient.
+        total = sum(parts.values()) + world * sum(batch.values())
+        parts.update(batch)
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _gather(t: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.detach().contiguous())
+    parts[dist.get_rank()] = t
+    return torch.cat(parts)
+
+
+def _schedule(o: C.Optim):
+    def f(step: int) -> float:
+        if step < o.warmup:
+            return (step + 1) / o.warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - o.warmup) / max(1, o.steps - o.warmup))))
+    return f
+
+
+def _optimizer(o: C.Optim, obj: Objective):
+    enc = obj.encoder
+    head = list(enc.proj.parameters()) + (list(obj.proxies.parameters()) if obj.proxies is not None else [])
+    ids = {id(p) for p in head}
+    body = [p for p in obj.parameters() if p.requires_grad and id(p) not in ids]
+    fresh = enc.trainable.startswith("lora") or not obj.cfg.model.pretrained
+    groups = [{"params": head, "lr": o.lr}]
+    if body:
+        # Pretrained weights move slowly; fresh weights (LoRA adapters, a net from scratch) at the head's rate.
+        groups.append({"params": body, "lr": o.lr if fresh else o.backbone_lr})
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    raise ValueError(f"unknown optimiser {o.name!r}: adamw, adam or sgd")
+
+
+class Batches:
+    """Batch b: rng(seed, b) picks the items; classes_per_batch > 0 draws them from few categories."""
+
+    def __init__(self, items: Items, cfg: C.Config):
+        self.labels, self.cfg = items.labels, cfg
+        self.by_class = {c: np.flatnonzero(items.labels == c) for c in np.unique(items.labels)}
+
+    def __call__(self, b: int) -> np.ndarray:
+        rng = np.random.default_rng((self.cfg.seed, 1, b))
+        n, k = self.cfg.optim.batch, self.cfg.data.classes_per_batch
+        if k <= 0:
+            return rng.choice(len(self.labels), n, replace=False)
+        cls = rng.choice(list(self.by_class), min(k, len(self.by_class)), replace=False)
+        per = -(-n // len(cls))
+        return np.concatenate([rng.choice(self.by_class[c], per, replace=False) for c in cls])[:n]
+
+
+def fit(cfg: C.Config, run_dir: str, items: Items | None = None, progress: bool = True) -> ImageEncoder:
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    if cfg.loss.pair == "none" and cfg.loss.category_weight <= 0 and not cfg.compat.old_run \
+            and not cfg.distill.teacher_run:
+        raise ValueError("nothing to train: set loss.pair or loss.category_weight")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    os.makedirs(run_dir, exist_ok=True)
+    if rank == 0:
+        with open(os.path.join(run_dir, "config.toml"), "w") as f:
+            f.write(C.dump_toml(cfg))
+    items = items or fashion_mnist("train", cfg.model.input_size, cfg.data.train_limit, cfg.data.classes)
+    views = ViewMaker(items.raw, cfg.model.input_size, seed=cfg.seed)
+    encoder = build_model(cfg)
+    obj = Objective(cfg, encoder, len(items.categories))
+    old = load_run(cfg.compat.old_run)[1] if cfg.compat.old_run else None
+    teacher_cfg, teacher = load_run(cfg.distill.teacher_run) if cfg.distill.teacher_run else (None, None)
+    if cfg.init_run:
+        # Continue from an earlier model (incremental learning), not from scratch.
+        encoder.load_state_dict(load_run(cfg.init_run)[1].state_dict())
+    opt = _optimizer(cfg.optim, obj)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.optim))
+    start = 0
+    ckpt = os.path.join(run_dir, "checkpoint.pt")
+    if os.path.exists(ckpt):
+        st = torch.load(ckpt, map_location="cpu", weights_only=False)
+        obj.load_state_dict(st["objective"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start = st["step"]
+        spent = st.get("seconds", 0.0)
+    else:
+        spent = 0.0
+    model = nn.parallel.DistributedDataParallel(obj) if world > 1 else obj
+    batches = Batches(items, cfg)
+    log = open(os.path.join(run_dir, "log.jsonl"), "a") if rank == 0 else None
+    bar = tqdm(range(start, cfg.optim.steps), initial=start, total=cfg.optim.steps, desc=cfg.name,
+               disable=not progress or rank != 0, smoothing=0.1)
+    t0 = time.time()
+    obj.train()
+    for b in bar:
+        idx = batches(b)[rank::world]
+        cq = items.clean[idx]
+        q = normalise_pixels(torch.from_numpy(views(idx, epoch=b) if cfg.data.augment else cq))
+        c = normalise_pixels(torch.from_numpy(cq))
+        inst, cat = torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(items.labels[idx])
+        adv = cfg.adversarial
+        if adv.method != "none":
+            n = int(round(adv.fraction * len(q)))
+            encoder.eval()
+            with torch.no_grad():
+                target = encoder(c[:n])
+            q = torch.cat([pgd(encoder, q[:n], target, adv.eps, 1 if adv.method == "fgsm" else adv.steps), q[n:]])
+            encoder.train()
+        old_c = teacher_out = None
+        with torch.no_grad():
+            if old is not None:
+                old_c = old(c)
+            if teacher is not None:
+                size = teacher_cfg.model.input_size
+                rs = (lambda x: x) if size == cfg.model.input_size else (
+                    lambda x: F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
+                teacher_out = (teacher(rs(q)), teacher(rs(c)))
+        loss, parts = model(q, c, inst, cat, old_c, teacher_out)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.optim.grad_clip:
+            nn.utils.clip_grad_norm_(obj.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        sched.step()
+        if log:
+            log.write(json.dumps({"step": b + 1, "loss": sum(parts.values()), **parts,
+                                  "lr": sched.get_last_lr()[0], "seconds": round(spent + time.time() - t0, 2)}) + "\n")
+            bar.set_postfix(loss=f"{sum(parts.values()):.3f}")
+        if rank == 0 and ((b + 1) % cfg.checkpoint_every == 0 or b + 1 == cfg.optim.steps):
+            log.flush()
+            tmp = ckpt + ".tmp"
+            torch.save({"objective": obj.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(), "step": b + 1, "seconds": spent + time.time() - t0}, tmp)
+            os.replace(tmp, ckpt)
+    divergence = 0.0
+    if world > 1:
+        # DDP must leave every process with the same weights: measure it rather than trust it.
+        flat = torch.cat([p.detach().reshape(-1) for p in obj.parameters()])
+        ref = flat.clone()
+        dist.broadcast(ref, 0)
+        gap = (flat - ref).abs().max()
+        dist.all_reduce(gap, op=dist.ReduceOp.MAX)
+        divergence = float(gap)
+    if rank == 0:
+        torch.save(encoder.state_dict(), os.path.join(run_dir, "model.pt"))
+        with open(os.path.join(run_dir, "train.json"), "w") as f:
+            json.dump({"steps": cfg.optim.steps, "train_seconds": round(spent + time.time() - t0, 1),
+                       "threads": torch.get_num_threads(), "processes": world,
+                       "max_weight_gap_between_processes": divergence,
+                       "trainable_parameters": trainable_parameters(encoder),
+                       "images_per_step": 2 * cfg.optim.batch}, f, indent=1)
+        log.close()
+    return encoder.eval()
