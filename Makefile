@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install deps demo test test-py test-cpp bench clean proto
+.PHONY: install deps demo models test test-py test-cpp bench clean proto train-report
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,16 +18,22 @@ deps:
 	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
 
+# torch first, from the local CPU wheel (a plain `torch` would pull a multi-GB CUDA build); it is
+# needed to train and export, never to serve.
 install: deps $(PY)
-	$(PIP) install -q ".[test,bench]"
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q ".[test,bench,train]"
 
-# The main job: export the pretrained encoder (torch from the local CPU wheel), build the
-# catalogue from the 70,000 Fashion-MNIST articles, serve it, query it, stop.
+# The shipped encoders (trained by skulens_train from training/shipped/*/config) as ONNX.
+SHIPPED := training/shipped/main training/shipped/text-minilm
+model_repo/image_encoder/1/model.onnx: training/shipped/main/model.pt training/shipped/text-minilm/model.pt
+	$(VENV)/bin/skulens-train export --run training/shipped/main --text training/shipped/text-minilm --model-repo model_repo
+models: model_repo/image_encoder/1/model.onnx
+
+# The main job: the trained encoders exported to model_repo/, the catalogue built from the
+# 70,000 Fashion-MNIST articles, served, queried with scanner views and a title, stopped.
 DEMO_ARGS ?=
-demo: install
-	$(PIP) install -q torch==2.13.0 ".[export]"
-	test -f model_repo/image_encoder/1/model.onnx -a -f model_repo/text_encoder/1/model.onnx || \
-		$(PY) training/export_pretrained.py
+demo: install models
 	$(VENV)/bin/skulens demo $(DEMO_ARGS)
 
 test: install test-cpp test-py

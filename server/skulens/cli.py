@@ -231,6 +231,25 @@ def cmd_stats(args) -> int:
 
 
 # --- the demo (README's main job) ----------------------------------------------------
+def _scanner_view():
+    """The article as a scanner sees it: skulens_train's views (clutter, tilt, blur, noise, JPEG)
+    when installed, else the article shifted and brightened."""
+    import numpy as np
+    try:
+        from skulens_train.views import EVAL_BACKGROUNDS, Backgrounds, scanner_view
+        bg = Backgrounds(EVAL_BACKGROUNDS)
+        return lambda item, i: scanner_view(item, np.random.default_rng(i), 96, bg)
+    except ImportError:
+        return lambda item, i: (np.roll(item, 2, axis=1).astype("int16") + 20).clip(0, 255).astype("uint8")
+
+
+def _jpeg(a) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
 def cmd_demo(args) -> int:
     """Fashion-MNIST catalogue -> server -> sample image queries -> clean stop."""
     from . import datasets, encoders
@@ -241,7 +260,7 @@ def cmd_demo(args) -> int:
         return 1
     encs = encoders.load(args.model_repo)
     if "image" not in encs:
-        print(f"no image encoder in {args.model_repo}: run training/export_pretrained.py", file=sys.stderr)
+        print(f"no image encoder in {args.model_repo}: run `make models`", file=sys.stderr)
         return 1
     data = args.data or os.path.join(tempfile.gettempdir(), "skulens-demo")
     cfg = Config(data=data, dim=encs["image"].dim, port=0, model_repo=args.model_repo)
@@ -255,17 +274,17 @@ def cmd_demo(args) -> int:
             print(f"catalogue: {c.stats()['products']} products")
             images, labels = datasets.load("test")
             rng = __import__("numpy").random.default_rng(args.seed)
+            view = _scanner_view()
             for i in rng.choice(len(images), size=args.queries, replace=False):
-                # A "scanner view": the article shifted and brighter, so it is no byte-for-byte copy.
-                view = __import__("numpy").roll(images[i], 2, axis=1).astype("int16") + 20
-                q = _png(view.clip(0, 255).astype("uint8"))
+                q = _jpeg(view(images[i], int(i)))
                 r = c.search_full(image=q, top_k=5, include_metadata=True)
-                print(f"\nquery: a view of test article {i} ({datasets.CLASSES[labels[i]]})")
+                print(f"\nquery: a scanner view of test article fmnist-test-{i:05d} ({datasets.CLASSES[labels[i]]})")
                 print_hits(r)
             if "text" in encs:
                 text = "ankle boot"
                 r = c.search_full(text=text, top_k=5, include_metadata=True)
-                print(f"\nquery: the text {text!r} (matched against the titles; articles with the same title tie)")
+                how = "in the image space" if encs["text"].dim == encs["image"].dim else "against the titles"
+                print(f"\nquery: the text {text!r} (searched {how})")
                 print_hits(r)
     finally:
         server.stop()

@@ -4,6 +4,8 @@
   evaluate  Recall@K / mAP@R on Fashion-MNIST test + scanner views -> RUN/eval.json
   export    ONNX into model_repo/ (image encoder; the text projection with --text RUN)
   experiments  the methods table, one row per configs/experiment.toml + overrides
+  baselines raw pixels and zero-shot Lite0 on the same benchmark -> RUNS/baselines.json
+  text      train + evaluate a text branch against an image run (arch=minilm|bilstm)
   report    the experiments table, plots and markdown (training/REPORT.md)
 """
 
@@ -23,7 +25,7 @@ def main(argv=None) -> int:
     from . import config as C
     ap = argparse.ArgumentParser(prog="skulens_train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["fit", "evaluate", "export", "report", "experiments"])
+    ap.add_argument("command", choices=["fit", "evaluate", "export", "report", "experiments", "baselines", "text"])
     ap.add_argument("--only", nargs="*", default=[], help="experiments: just these rows")
     ap.add_argument("--config", help="a TOML file, or the name of one in skulens_train/configs/ (main, quick, experiment)")
     ap.add_argument("--runs", default="training/runs", help="where run directories live")
@@ -36,6 +38,23 @@ def main(argv=None) -> int:
     if args.command == "experiments":
         from .experiments import run_rows
         run_rows(args.runs, args.only, progress=not args.no_progress)
+        return 0
+    if args.command == "baselines":
+        from .report import baselines
+        baselines(args.runs, threads=int(dict(o.split("=", 1) for o in args.overrides).get("threads", 0)))
+        return 0
+    if args.command == "text":
+        # python -m skulens_train text --run RUNS/main [arch=minilm|bilstm steps=300]
+        from .evaluate import Benchmark
+        from .text import evaluate_text, fit_text
+        kw = dict(o.split("=", 1) for o in args.overrides)
+        arch = kw.get("arch", "minilm")
+        out = os.path.join(args.runs, f"text-{arch}")
+        fit_text(arch, args.run or os.path.join(args.runs, "main"), out, steps=int(kw.get("steps", 300)))
+        res = evaluate_text(out, Benchmark(64, 10_000, int(kw.get("queries", 2000))))
+        with open(os.path.join(out, "eval.json"), "w") as f:
+            json.dump(res, f, indent=1)
+        print(json.dumps(res, indent=1))
         return 0
     if args.command == "report":
         from .report import main as report
