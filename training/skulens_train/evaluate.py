@@ -97,7 +97,7 @@ class Benchmark:
 
     def attacked(self, model, g: np.ndarray, n: int, eps: float, steps: int) -> dict:
         """Instance R@1 of n views after an attack that pushes each away from its catalogue vector."""
-        from .train import pgd
+        from .adversarial import pgd
         model.eval()
         idx = np.arange(min(n, self.queries))
         x = normalise_pixels(torch.from_numpy(self.views[idx]))

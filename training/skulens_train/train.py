@@ -23,7 +23,8 @@ from tqdm import tqdm
 from . import config as C
 from .data import Items, fashion_mnist
 from .losses import PAIR_LOSSES, NormSoftmax, infonce
-from .models import MEAN, STD, ImageEncoder, normalise_pixels, trainable_parameters
+from .adversarial import pgd
+from .models import ImageEncoder, normalise_pixels, trainable_parameters
 from .views import ViewMaker
 
 
@@ -40,22 +41,6 @@ def load_run(run_dir: str, weights: str = "model.pt") -> tuple[C.Config, ImageEn
     state = torch.load(os.path.join(run_dir, weights), map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"] if "model" in state and "step" in state else state)
     return cfg, model.eval()
-
-
-def pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
-    """Push queries x away from their own catalogue vectors `target` within an L-inf ball of `eps`
-    (0..255 pixel units). steps=1 is FGSM (a single step of eps); more steps: PGD with a random start."""
-    e = (eps / torch.tensor(STD))[None, :, None, None]
-    lo = ((0 - torch.tensor(MEAN)) / torch.tensor(STD))[None, :, None, None]
-    hi = ((255 - torch.tensor(MEAN)) / torch.tensor(STD))[None, :, None, None]
-    step = e if steps == 1 else 2.5 * e / steps
-    delta = torch.zeros_like(x) if steps == 1 else (torch.rand_like(x) * 2 - 1) * e
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        sim = (model(x + delta) * target).sum()
-        (g,) = torch.autograd.grad(sim, delta)
-        delta = torch.maximum(torch.minimum(delta - step * g.sign(), e), -e).detach()
-    return torch.maximum(torch.minimum(x + delta, hi), lo).contiguous(memory_format=torch.channels_last)
 
 
 class Objective(nn.Module):
