@@ -215,3 +215,26 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     b = torch.load(tmp_path / "killed" / "model.pt")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), f"resumed from step {step} and diverged"
+
+
+def test_fit_on_a_catalogue_folder(tmp_path):
+    """Users' own data: a folder of product photos + CSV, the format `skulens ingest` reads."""
+    import csv
+    import skimage.data as sd
+    from PIL import Image
+    from skulens_train.train import fit, load_run
+    rows = []
+    for i, (name, cat) in enumerate([("chelsea", "pets"), ("astronaut", "people"), ("coffee", "drinks"),
+                                     ("rocket", "vehicles"), ("horse", "pets"), ("camera", "people")]):
+        Image.fromarray(getattr(sd, name)()).convert("RGB").save(tmp_path / f"p{i}.jpg")
+        rows.append({"id": f"p{i}", "sku": f"S{i}", "title": name, "category": cat, "attributes": "{}",
+                     "image": f"p{i}.jpg"})
+    with open(tmp_path / "products.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cfg = C.load("quick", [f"data.folder=\"{tmp_path}\"", f"data.meta=\"{tmp_path / 'products.csv'}\"",
+                           "optim.steps=2", "optim.batch=16", "model.width=8", "threads=1"])
+    fit(cfg, str(tmp_path / "run"), progress=False)
+    _, model = load_run(str(tmp_path / "run"))
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 256)

@@ -27,6 +27,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["fit", "evaluate", "export", "report", "experiments", "baselines", "text"])
     ap.add_argument("--only", nargs="*", default=[], help="experiments: just these rows")
+    ap.add_argument("--quick", action="store_true", help="the CI-sized config (same as --config quick)")
     ap.add_argument("--config", help="a TOML file, or the name of one in skulens_train/configs/ (main, quick, experiment)")
     ap.add_argument("--runs", default="training/runs", help="where run directories live")
     ap.add_argument("--run", help="run directory (default: RUNS/<config name>)")
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.steps=50")
     args = ap.parse_intermixed_args(argv)
+    if args.quick:
+        args.config = args.config or "quick"
     if args.command == "experiments":
         from .experiments import run_rows
         run_rows(args.runs, args.only, progress=not args.no_progress)

@@ -21,6 +21,8 @@ class Model:
 
 @dataclass
 class Data:
+    folder: str = ""             # a catalogue of your own (images + `meta`), as `skulens ingest` reads;
+    meta: str = ""               # empty: Fashion-MNIST's training split
     train_limit: int = 0         # 0: all 60,000 training articles
     classes: list[int] = field(default_factory=list)   # empty: all ten (incremental runs restrict them)
     augment: bool = True         # queries are scanner views; False: the clean image itself

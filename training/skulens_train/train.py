@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from . import config as C
-from .data import Items, fashion_mnist
+from .data import Items, fashion_mnist, folder
 from .losses import PAIR_LOSSES, NormSoftmax, infonce
 from .adversarial import pgd
 from .models import ImageEncoder, normalise_pixels, trainable_parameters
@@ -125,7 +125,7 @@ class Batches:
 
     def __call__(self, b: int) -> np.ndarray:
         rng = np.random.default_rng((self.cfg.seed, 1, b))
-        n, k = self.cfg.optim.batch, self.cfg.data.classes_per_batch
+        n, k = min(self.cfg.optim.batch, len(self.labels)), self.cfg.data.classes_per_batch
         if k <= 0:
             return rng.choice(len(self.labels), n, replace=False)
         cls = rng.choice(list(self.by_class), min(k, len(self.by_class)), replace=False)
@@ -147,6 +147,8 @@ def fit(cfg: C.Config, run_dir: str, items: Items | None = None, progress: bool 
     if rank == 0:
         with open(os.path.join(run_dir, "config.toml"), "w") as f:
             f.write(C.dump_toml(cfg))
+    if items is None and cfg.data.folder:
+        items = folder(cfg.data.folder, cfg.data.meta, cfg.model.input_size)
     items = items or fashion_mnist("train", cfg.model.input_size, cfg.data.train_limit, cfg.data.classes)
     views = ViewMaker(items.raw, cfg.model.input_size, seed=cfg.seed)
     encoder = build_model(cfg)
