@@ -115,3 +115,25 @@ def test_the_server_answers_with_the_trained_models(quick, tmp_path):
             assert c.search(text="a pair of trousers", top_k=3)
     finally:
         s.stop()
+
+
+def test_int8_export_agrees_with_fp32(quick, tmp_path):
+    from skulens.encoders import OnnxImageEncoder
+    _, run = quick
+    repo = str(tmp_path / "repo8")
+    _cli("export", "--run", run, "--model-repo", repo, "--int8")
+    meta = json.load(open(os.path.join(repo, "image_encoder", "skulens.json")))
+    m = meta["quantization"]["measured"]
+    assert m["cosine int8 vs fp32 (500 catalogue pictures)"]["mean"] > 0.99
+    assert m["int8"]["MiB"] < 0.5 * m["fp32"]["MiB"]
+    assert abs(m["int8"]["category R@1"] - m["fp32"]["category R@1"]) < 0.05
+    enc = OnnxImageEncoder(os.path.join(repo, "image_encoder"))
+    v = enc.embed([_png_of_article()])
+    assert v.shape == (1, 256) and abs(float(np.linalg.norm(v)) - 1) < 1e-3
+
+
+def _png_of_article() -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(datasets.load("test")[0][0]).save(buf, "PNG")
+    return buf.getvalue()

@@ -64,7 +64,7 @@ def _atomic_folder(folder: str):
     return tmp
 
 
-def export_image(run: str, repo: str) -> dict:
+def export_image(run: str, repo: str, int8: bool = False) -> dict:
     import onnxruntime as ort
     from .train import load_run
     cfg, model = load_run(run)
@@ -85,6 +85,16 @@ def export_image(run: str, repo: str) -> dict:
         raise SystemExit(f"ONNX Runtime and torch disagree: min cosine {cos:.6f} < 0.9999")
     meta = {"name": f"skulens-{cfg.name}-{cfg.model.arch}-{size}px", "dim": cfg.model.dim, "input_size": size,
             "mean": list(MEAN), "std": list(STD), "min_cosine_onnx_vs_torch": cos, "run": _provenance(run)}
+    if int8:
+        # Served model = the int8 one; the fp32 graph stays beside it for comparison.
+        from .quantize import compare, quantize_image
+        fp32 = os.path.join(tmp, "fp32.onnx")
+        os.replace(path, fp32)
+        quantize_image(fp32, path, size)
+        meta["name"] += "-int8"
+        meta["quantization"] = {"method": "ONNX Runtime static QDQ, per-channel int8 weights, uint8 activations",
+                                "calibration": "256 training pictures + 256 scanner views",
+                                "measured": compare(fp32, path, size, 1000, 1000)}
     with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
         f.write(IMAGE_CONFIG.format(size=size, dim=cfg.model.dim))
     with open(os.path.join(tmp, "skulens.json"), "w") as f:
@@ -152,7 +162,7 @@ def export_text(run: str, repo: str) -> dict:
     return meta
 
 
-def export(run: str, repo: str, text_run: str | None = None) -> None:
-    export_image(run, repo)
+def export(run: str, repo: str, text_run: str | None = None, int8: bool = False) -> None:
+    export_image(run, repo, int8)
     if text_run:
         export_text(text_run, repo)
