@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install deps demo models test test-py test-cpp bench clean proto train-report
+.PHONY: install deps demo models test test-py test-cpp bench clean proto train ship
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,24 @@ models: model_repo/image_encoder/1/model.onnx
 DEMO_ARGS ?=
 demo: install models
 	$(VENV)/bin/skulens demo $(DEMO_ARGS)
+
+# Reproduce the shipped encoders and training/REPORT.md from their configs (about 3 hours on
+# 2 CPU cores; every step resumes), then copy them into training/shipped/.
+RUNS := training/runs
+TRAIN := $(VENV)/bin/skulens-train
+train: install
+	$(TRAIN) fit --config main --runs $(RUNS)
+	$(TRAIN) evaluate --run $(RUNS)/main
+	$(TRAIN) text --runs $(RUNS) arch=minilm
+	$(TRAIN) text --runs $(RUNS) arch=bilstm
+	$(TRAIN) baselines --runs $(RUNS)
+	$(TRAIN) experiments --runs $(RUNS)
+	$(TRAIN) report --runs $(RUNS)
+ship:
+	mkdir -p training/shipped/main training/shipped/text-minilm
+	cp $(RUNS)/main/config.toml $(RUNS)/main/log.jsonl $(RUNS)/main/train.json $(RUNS)/main/eval.json \
+		$(RUNS)/main/model.pt training/shipped/main/
+	cp $(RUNS)/text-minilm/meta.json $(RUNS)/text-minilm/eval.json $(RUNS)/text-minilm/model.pt training/shipped/text-minilm/
 
 test: install test-cpp test-py
 
