@@ -173,7 +173,14 @@ def fit(cfg: C.Config, run_dir: str, items: Items | None = None, progress: bool 
         spent = 0.0
     model = nn.parallel.DistributedDataParallel(obj) if world > 1 else obj
     batches = Batches(items, cfg)
-    log = open(os.path.join(run_dir, "log.jsonl"), "a") if rank == 0 else None
+    log_path = os.path.join(run_dir, "log.jsonl")
+    if rank == 0 and os.path.exists(log_path):
+        # Steps logged after the checkpoint we resume from are taken again: drop their lines.
+        with open(log_path) as f:
+            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start]
+        with open(log_path, "w") as f:
+            f.writelines(kept)
+    log = open(log_path, "a") if rank == 0 else None
     bar = tqdm(range(start, cfg.optim.steps), initial=start, total=cfg.optim.steps, desc=cfg.name,
                disable=not progress or rank != 0, smoothing=0.1)
     t0 = time.time()
