@@ -49,7 +49,9 @@ class Backgrounds:
     def crop(self, rng: np.random.Generator, size: int) -> np.ndarray:
         p = self.photos[rng.integers(len(self.photos))]
         h, w = p.shape[:2]
-        side = int(rng.integers(size, max(size + 1, min(h, w) // 2)))
+        short = min(h, w)
+        lo = min(size, short)   # a photo smaller than the frame is cropped whole and enlarged
+        side = min(int(rng.integers(lo, max(lo + 1, short // 2))), short)
         y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
         im = Image.fromarray(p[y:y + side, x:x + side]).resize((size, size), Image.BILINEAR)
         a = np.asarray(im, np.float32)
