@@ -73,8 +73,11 @@ def main(runs: str = "training/runs") -> int:
                        "train": _load(os.path.join(runs, "main", "train.json"))}
     if os.path.exists(os.path.join(runs, "baselines.json")):
         res["baselines"] = _load(os.path.join(runs, "baselines.json"))
-    for p in sorted(glob.glob(os.path.join(runs, "experiments", "*", "eval.json"))):
-        res["experiments"][os.path.basename(os.path.dirname(p))] = _load(p)
+    from .experiments import ROWS
+    for _, name, _ in ROWS:   # in the table's order
+        p = os.path.join(runs, "experiments", name, "eval.json")
+        if os.path.exists(p):
+            res["experiments"][name] = _load(p)
     for p in sorted(glob.glob(os.path.join(runs, "text-*", "eval.json"))):
         res["text"][os.path.basename(os.path.dirname(p))] = _load(p)
     with open(os.path.join(OUT, "results.json"), "w") as f:
@@ -104,7 +107,7 @@ def main(runs: str = "training/runs") -> int:
         pgd = next((v for k, v in r.items() if k.startswith("instance R@1 PGD")), None)
         clean = r.get("instance R@1 clean (attack subset)")
         md.append("| " + r.get("group", "") + " " + _row(name, r, [f"{_f(pgd)} / {_f(clean)}",
-                  f"{r['train']['trainable_parameters']:,}", f"{r['train']['train_seconds']:.0f}"])[1:])
+                  f"{r['train']['trainable_parameters']:,}", f"{r['train']['train_seconds']:.0f}"]))
     inc = {k: v for k, v in res["experiments"].items() if v.get("group") == "incremental"}
     if inc:
         md += ["", "### Incremental learning (old model: 7 categories; 3 arrive later)", "",
@@ -120,19 +123,35 @@ def main(runs: str = "training/runs") -> int:
         md.append("|" + "---|" * len(next(iter(res["text"].values()))))
         for name, r in res["text"].items():
             md.append("| " + " | ".join(_f(v) for v in r.values()) + " |")
-    md += ["", "## Plots", "", "![loss curves](report/loss.png) ![recall](report/recall.png)",
+    md += ["", "## Plots", "", "![loss curve and methods](report/loss.png)", "![recall](report/recall.png)",
            "![trainable parameters vs R@1](report/peft.png) ![embedding](report/embedding.png)", ""]
 
-    # Loss curves.
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in ["main"] + [f"experiments/{n}" for n in res["experiments"]]:
-        log = _log(os.path.join(runs, name))
-        if log and "pair" in log[0]:
-            ys = np.convolve([r["pair"] for r in log], np.ones(10) / 10, mode="valid")
-            ax.plot(ys, label=name.split("/")[-1], lw=2 if name == "main" else 0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("pair loss (10-step mean)")
-    ax.legend(fontsize=6, ncol=2)
+    # The shipped run's loss and learning rate; the methods' R@1 side by side (their losses are on
+    # different scales, so their curves would not compare).
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
+    log = _log(os.path.join(runs, "main"))
+    if log:
+        steps = [r["step"] for r in log]
+        for key in ("pair", "category"):
+            if key in log[0]:
+                ax.plot(steps[9:], np.convolve([r[key] for r in log], np.ones(10) / 10, mode="valid"), label=key)
+        ax2 = ax.twinx()
+        ax2.plot(steps, [r["lr"] for r in log], color="grey", lw=0.8, label="lr (head)")
+        ax2.set_ylabel("learning rate", fontsize=8)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (10-step mean)")
+        ax.set_title("shipped model (main)", fontsize=9)
+        ax.legend(fontsize=7)
+    names = list(res["experiments"])
+    if names:
+        y = np.arange(len(names))
+        bx.barh(y - 0.2, [res["experiments"][n]["instance R@1"] for n in names], 0.4, label="instance R@1 (views)")
+        bx.barh(y + 0.2, [res["experiments"][n]["category R@1"] for n in names], 0.4, label="category R@1 (clean)")
+        bx.set_yticks(y, names, fontsize=7)
+        bx.invert_yaxis()
+        bx.set_xlim(0, 1)
+        bx.legend(fontsize=7)
+        bx.set_title("methods on one budget (2k catalogue)", fontsize=9)
     fig.tight_layout()
     fig.savefig(os.path.join(OUT, "loss.png"), dpi=110)
     plt.close(fig)
