@@ -77,10 +77,12 @@ class Lite0(nn.Module):
 
     def forward(self, x):
         n = self.net
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.frozen_upto == 0):
+        # Training skips the graph of the frozen part; evaluation keeps it, so attacks can reach the input.
+        skip = self.frozen_upto if self.training else 0
+        with torch.set_grad_enabled(torch.is_grad_enabled() and skip == 0):
             x = n._swish(n._bn0(n._conv_stem(x)))
         for i, b in enumerate(n._blocks):
-            with torch.set_grad_enabled(torch.is_grad_enabled() and i + 1 >= self.frozen_upto):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and i + 1 >= skip):
                 x = b(x)
         return n._swish(n._bn1(n._conv_head(x))).mean((2, 3))
 
