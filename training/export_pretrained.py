@@ -1,4 +1,5 @@
-"""Export the pretrained image encoder to ONNX in model_repo/ (torch is needed here only).
+"""Export the pretrained (not fine-tuned) encoders to ONNX in model_repo/: the zero-shot
+alternative to the trained models that `skulens-train export` writes (torch is needed here only).
 
     python training/export_pretrained.py [--model-repo model_repo] [--dim 256] [--fit 2000]
 
@@ -90,14 +91,8 @@ def fit_projection(net: nn.Module, n: int, dim: int) -> tuple[torch.Tensor, torc
     return torch.zeros(1280), q.contiguous(), "random orthogonal (seed 0)"
 
 
-CONFIG = """name: "image_encoder"
-backend: "onnxruntime"
-max_batch_size: 64
-input [ {{ name: "pixels" data_type: TYPE_FP32 dims: [ 3, {size}, {size} ] }} ]
-output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]
-dynamic_batching {{ max_queue_delay_microseconds: 500 }}
-instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-"""
+# The same Triton configs as the trained models' export.
+from skulens_train.export import IMAGE_CONFIG as CONFIG, TEXT_CONFIG  # noqa: E402
 
 
 def check_against_torch(model: nn.Module, onnx_path: str) -> float:
@@ -130,16 +125,6 @@ class TextEmbedder(nn.Module):
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         z = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
         return z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-TEXT_CONFIG = """name: "text_encoder"
-backend: "onnxruntime"
-max_batch_size: 64
-input [ {{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }},
-        {{ name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }} ]
-output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]
-instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-"""
 
 
 def export_text(repo: str) -> None:

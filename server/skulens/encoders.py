@@ -77,7 +77,7 @@ def _session(path: str, threads: int | None = None):
 def _meta(folder: str) -> dict:
     p = os.path.join(folder, "skulens.json")
     if not os.path.exists(p):
-        raise FileNotFoundError(f"{p} is missing: export the model with training/export_pretrained.py")
+        raise FileNotFoundError(f"{p} is missing: export the models with `make models` (skulens-train export)")
     with open(p) as f:
         return json.load(f)
 
