@@ -80,7 +80,7 @@ def test_normsoftmax_learns_proxies():
     y = torch.randint(0, 4, (64,), generator=g)
     head = losses.NormSoftmax(4, 8)
     opt = torch.optim.SGD(head.parameters(), lr=1.0)
-    first = float(head(x, y))
+    first = float(head(x, y).detach())
     for _ in range(50):
         opt.zero_grad()
         loss = head(x, y)
