@@ -165,7 +165,7 @@ def test_lora_model_merges_for_export():
 
 # --- config --------------------------------------------------------------------------------------------
 def test_config_names_overrides_and_errors(tmp_path):
-    cfg = C.load("quick", ["optim.steps=7", "model.trainable=\"last:2\"", "data.classes=[1,2]"])
+    cfg = C.load("quick", ["optim.steps=7", "model.arch=\"lite0\"", "model.trainable=\"last:2\"", "data.classes=[1,2]"])
     assert cfg.optim.steps == 7 and cfg.model.trainable == "last:2" and cfg.data.classes == [1, 2]
     p = tmp_path / "x.toml"
     p.write_text(C.dump_toml(cfg))
@@ -174,6 +174,20 @@ def test_config_names_overrides_and_errors(tmp_path):
         C.load("quick", ["optim.stepz=1"])
     with pytest.raises(FileNotFoundError, match="no config"):
         C.load("nope")
+    # Bad values are refused when the config loads, before any data or model is touched.
+    for over, msg in (("model.arch=\"resnet\"", "model.arch"), ("loss.pair=\"bogus\"", "loss.pair"),
+                      ("model.trainable=\"lora:x\"", "model.trainable"), ("optim.batch=1", "optim.batch"),
+                      ("model.trainable=\"head\"", "needs model.arch")):
+        with pytest.raises(ValueError, match=msg):
+            C.load("quick", [over])
+
+
+def test_cli_bad_input_is_one_clear_line(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    for args, msg in ((["fit", "--config", "quick", "optim.stepz=3"], "unknown setting optim.stepz"),
+                      (["evaluate", "--run", str(tmp_path / "none")], "no finished run")):
+        r = subprocess.run([sys.executable, "-m", "skulens_train", *args], env=env, capture_output=True, text=True)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
 
 
 # --- metrics -------------------------------------------------------------------------------------------

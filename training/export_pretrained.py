@@ -92,7 +92,7 @@ def fit_projection(net: nn.Module, n: int, dim: int) -> tuple[torch.Tensor, torc
 
 
 # The same Triton configs as the trained models' export.
-from skulens_train.export import IMAGE_CONFIG as CONFIG, TEXT_CONFIG  # noqa: E402
+from skulens_train.export import IMAGE_CONFIG as CONFIG, TEXT_CONFIG, onnx_text  # noqa: E402
 
 
 def check_against_torch(model: nn.Module, onnx_path: str) -> float:
@@ -138,11 +138,7 @@ def export_text(repo: str) -> None:
     folder = os.path.join(repo, "text_encoder")
     os.makedirs(os.path.join(folder, "1"), exist_ok=True)
     path = os.path.join(folder, "1", "model.onnx")
-    ids = torch.ones(2, 8, dtype=torch.long)
-    torch.onnx.export(model, (ids, torch.ones_like(ids)), path, input_names=["input_ids", "attention_mask"],
-                      output_names=["embedding"], opset_version=17, dynamo=False,
-                      dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                                    "embedding": {0: "batch"}})
+    onnx_text(model, path)
     shutil.copy(os.path.join(src, "tokenizer.json"), os.path.join(folder, "1", "tokenizer.json"))
     # Check against the reference implementation on real titles.
     from sentence_transformers import SentenceTransformer

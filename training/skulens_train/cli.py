@@ -63,10 +63,15 @@ def main(argv=None) -> int:
     if args.command == "report":
         from .report import main as report
         return report(args.runs)
-    cfg = C.load(args.config, args.overrides) if args.command == "fit" or args.config else None
+    try:
+        cfg = C.load(args.config, args.overrides) if args.command == "fit" or args.config else None
+    except (ValueError, FileNotFoundError) as e:
+        ap.error(str(e))
     run = args.run or (_run_dir(args, cfg) if cfg else None)
     if run is None:
         ap.error("give --config or --run")
+    if args.command != "fit" and not os.path.exists(os.path.join(run, "model.pt")):
+        ap.error(f"no finished run in {run} (model.pt is missing: train it with `fit` first)")
     if args.command == "fit":
         from .train import fit
         fit(cfg, run, progress=not args.no_progress)

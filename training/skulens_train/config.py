@@ -98,6 +98,32 @@ class Config:
     eval: Eval = field(default_factory=Eval)
 
 
+CHOICES = {  # checked when a config loads, before any data or model is touched
+    ("model", "arch"): ("lite0", "small"), ("model", "norm"): ("batch", "group"),
+    ("loss", "pair"): ("infonce", "cosine", "triplet", "none"), ("optim", "name"): ("adamw", "adam", "sgd"),
+    ("adversarial", "method"): ("none", "fgsm", "pgd"),
+}
+
+
+def validate(cfg: "Config") -> "Config":
+    for (part, key), allowed in CHOICES.items():
+        v = getattr(getattr(cfg, part), key)
+        if v not in allowed:
+            raise ValueError(f"{part}.{key} = {v!r}: expected one of {', '.join(allowed)}")
+    t = cfg.model.trainable
+    if not (t in ("all", "head") or (t.partition(":")[0] in ("last", "lora") and t.partition(":")[2].isdigit()
+                                     and int(t.partition(":")[2]) > 0)):
+        raise ValueError(f"model.trainable = {t!r}: expected all, head, last:N or lora:R")
+    if t != "all" and cfg.model.arch != "lite0":
+        raise ValueError(f"model.trainable = {t!r} needs model.arch = \"lite0\"")
+    for key in ("dim", "input_size"):
+        if getattr(cfg.model, key) <= 0:
+            raise ValueError(f"model.{key} must be positive")
+    if cfg.optim.batch < 2 or cfg.optim.steps < 0:
+        raise ValueError("optim.batch must be >= 2 and optim.steps >= 0")
+    return cfg
+
+
 def _build(cls, d: dict, where: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     kw = {}
@@ -149,7 +175,7 @@ def load(path: str | None = None, overrides: list[str] = ()) -> Config:
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = _coerce(value)
-    return _build(Config, d, "")
+    return validate(_build(Config, d, ""))
 
 
 def as_dict(cfg: Config) -> dict:

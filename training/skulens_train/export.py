@@ -123,9 +123,17 @@ def _swap(tmp: str, folder: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def onnx_text(model, path: str) -> None:
+    """A (input_ids, attention_mask) -> embedding model as ONNX with dynamic batch and length."""
+    ids = torch.ones(2, 8, dtype=torch.long)
+    torch.onnx.export(model, (ids, torch.ones_like(ids)), path, input_names=["input_ids", "attention_mask"],
+                      output_names=["embedding"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                                    "embedding": {0: "batch"}})
+
+
 def export_text(run: str, repo: str) -> dict:
     import onnxruntime as ort
-    from tokenizers import Tokenizer
     from .models import minilm_dir
     from .text import load_text_run, tokenizer
     meta_in, model = load_text_run(run)
@@ -134,19 +142,12 @@ def export_text(run: str, repo: str) -> dict:
     folder = os.path.join(repo, "text_encoder")
     tmp = _atomic_folder(folder)
     path = os.path.join(tmp, "1", "model.onnx")
-    ids = torch.ones(2, 8, dtype=torch.long)
-    torch.onnx.export(model, (ids, torch.ones_like(ids)), path, input_names=["input_ids", "attention_mask"],
-                      output_names=["embedding"], opset_version=17, dynamo=False,
-                      dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                                    "embedding": {0: "batch"}})
+    onnx_text(model, path)
     shutil.copy(os.path.join(minilm_dir(), "tokenizer.json"), os.path.join(tmp, "1", "tokenizer.json"))
     titles = ["Sneaker (Fashion-MNIST article)", "red leather ankle boot", "a bag for a laptop", "women's summer dress"]
     feed = tokenizer(titles)
     with torch.no_grad():
         want = model(torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])).numpy()
-    tok = Tokenizer.from_file(os.path.join(tmp, "1", "tokenizer.json"))
-    tok.enable_padding()
-    tok.enable_truncation(128)
     got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feed)[0]
     cos = min_cosine(got, want)
     if cos < 0.9999:
