@@ -41,7 +41,9 @@ demo: install models
 RUNS := training/runs
 TRAIN := $(VENV)/bin/skulens-train
 train: install
-	$(TRAIN) fit --config main --runs $(RUNS)
+	$(TRAIN) fit --config stage1 --runs $(RUNS)
+	$(TRAIN) fit --config main --runs $(RUNS) init_run=\"$(RUNS)/stage1\"
+	$(TRAIN) evaluate --run $(RUNS)/stage1
 	$(TRAIN) evaluate --run $(RUNS)/main
 	$(TRAIN) text --runs $(RUNS) arch=minilm
 	$(TRAIN) text --runs $(RUNS) arch=bilstm
@@ -49,7 +51,9 @@ train: install
 	$(TRAIN) experiments --runs $(RUNS)
 	$(TRAIN) report --runs $(RUNS)
 ship:
-	mkdir -p training/shipped/main training/shipped/text-minilm
+	mkdir -p training/shipped/stage1 training/shipped/main training/shipped/text-minilm
+	cp $(RUNS)/stage1/config.toml $(RUNS)/stage1/log.jsonl $(RUNS)/stage1/train.json $(RUNS)/stage1/eval.json \
+		training/shipped/stage1/
 	cp $(RUNS)/main/config.toml $(RUNS)/main/log.jsonl $(RUNS)/main/train.json $(RUNS)/main/eval.json \
 		$(RUNS)/main/model.pt training/shipped/main/
 	cp $(RUNS)/text-minilm/meta.json $(RUNS)/text-minilm/eval.json $(RUNS)/text-minilm/model.pt training/shipped/text-minilm/

@@ -46,6 +46,41 @@ def test_infonce_is_cross_entropy_over_the_batch():
     assert torch.allclose(losses.infonce(q, c, torch.arange(8), t), want, atol=1e-6)
 
 
+def test_infonce_memory_adds_negatives_for_the_queries_only():
+    g = torch.Generator().manual_seed(2)
+    q, c = _unit(torch.randn(6, 8, generator=g)), _unit(torch.randn(6, 8, generator=g))
+    mem = _unit(torch.randn(5, 8, generator=g))
+    labels, t = torch.arange(6), 0.1
+    F = torch.nn.functional
+    # Empty rows (label -1) and rows of the query's own product are not negatives.
+    empty = losses.infonce(q, c, labels, t, mem, torch.full((5,), -1))
+    assert torch.allclose(empty, losses.infonce(q, c, labels, t), atol=1e-6)
+    mem_labels = torch.tensor([0, 7, 8, -1, 3])
+    got = losses.infonce(q, c, labels, t, mem, mem_labels)
+    logits = q @ c.T / t
+    rows = []
+    for i in range(6):
+        keep = [j for j in range(5) if mem_labels[j] >= 0 and mem_labels[j] != i]
+        rows.append(F.cross_entropy(torch.cat([logits[i], q[i] @ mem[keep].T / t])[None], torch.tensor([i])))
+    want = 0.5 * (torch.stack(rows).mean() + F.cross_entropy(logits.T, torch.arange(6)))
+    assert torch.allclose(got, want, atol=1e-5)
+    assert got > losses.infonce(q, c, labels, t)     # more negatives, a harder task
+
+
+def test_memory_ring_keeps_the_newest_catalogue_vectors():
+    from skulens_train.train import Objective, build_model
+    cfg = C.load("quick", ["loss.memory=5", "model.width=8"])
+    obj = Objective(cfg, build_model(cfg), 10)
+    for start in (0, 3, 6):
+        obj._remember(torch.full((3, cfg.model.dim), float(start)), torch.arange(start, start + 3))
+    # 9 vectors through a ring of 5: ids 4..8 stay, the oldest overwritten first.
+    assert sorted(obj.memory_ids.tolist()) == [4, 5, 6, 7, 8]
+    assert int(obj.memory_next) == 9 % 5
+    assert "memory" in obj.state_dict()          # checkpointed, so a resumed run has it
+    with pytest.raises(ValueError, match="memory"):
+        C.load("quick", ["loss.memory=8", "loss.pair=\"triplet\""])
+
+
 @pytest.mark.parametrize("name", ["infonce", "cosine", "triplet"])
 def test_pairs_sharing_a_label_are_not_pushed_apart(name):
     # Moving query 0 towards catalogue row 1 costs when row 1 is another product, not when it is
@@ -210,7 +245,7 @@ def test_recall_and_map_at_r_on_a_known_case():
 @needs_data
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     over = ["name=\"r\"", "threads=1", "optim.steps=8", "optim.batch=16", "checkpoint_every=2",
-            "data.train_limit=200", "model.width=8", "eval.queries=0"]
+            "data.train_limit=200", "model.width=8", "eval.queries=0", "loss.memory=24"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     cmd = [sys.executable, "-m", "skulens_train", "fit", "--no-progress", "--config", "quick"]
     subprocess.run(cmd + ["--run", str(tmp_path / "straight")] + over, check=True, env=env, capture_output=True)

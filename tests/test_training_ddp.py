@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not datasets.available(), reason="apt-get instal
 # GroupNorm: a BatchNorm step depends on how the batch is split, which is not what is tested here.
 OVERRIDES = ["name=\"ddp\"", "threads=1", "optim.steps=6", "optim.batch=32", "optim.name=\"sgd\"",
              "optim.lr=0.05", "data.train_limit=400", "model.width=16", "model.norm=\"group\"",
-             "loss.category_weight=0.5", "data.classes_per_batch=3"]
+             "loss.category_weight=0.5", "data.classes_per_batch=3", "loss.memory=48"]
 
 
 def test_two_processes_match_one(tmp_path):

@@ -36,6 +36,7 @@ class Loss:
     margin: float = 0.2
     category_weight: float = 0.0  # normalised-softmax proxies on the ten categories
     category_scale: float = 16.0
+    memory: int = 0              # infonce: catalogue vectors of earlier batches kept as extra negatives
 
 
 @dataclass
@@ -119,6 +120,8 @@ def validate(cfg: "Config") -> "Config":
     for key in ("dim", "input_size"):
         if getattr(cfg.model, key) <= 0:
             raise ValueError(f"model.{key} must be positive")
+    if cfg.loss.memory < 0 or (cfg.loss.memory and cfg.loss.pair != "infonce"):
+        raise ValueError("loss.memory must be >= 0 and needs loss.pair = \"infonce\"")
     if cfg.optim.batch < 2 or cfg.optim.steps < 0:
         raise ValueError("optim.batch must be >= 2 and optim.steps >= 0")
     return cfg

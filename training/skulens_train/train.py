@@ -51,6 +51,12 @@ class Objective(nn.Module):
         self.cfg, self.encoder = cfg, encoder
         self.proxies = NormSoftmax(classes, cfg.model.dim, cfg.loss.category_scale) \
             if cfg.loss.category_weight > 0 else None
+        # Cross-batch memory: a ring of recent catalogue vectors and their instance ids. Buffers, so
+        # checkpoints carry it (bit-exact resume) and DDP keeps it equal on every process.
+        if m := cfg.loss.memory:
+            self.register_buffer("memory", torch.zeros(m, cfg.model.dim))
+            self.register_buffer("memory_ids", torch.full((m,), -1, dtype=torch.long))
+            self.register_buffer("memory_next", torch.zeros((), dtype=torch.long))
 
     def forward(self, q, c, inst, cat, old_c=None, teacher=None):
         L = self.cfg.loss
@@ -68,7 +74,15 @@ class Objective(nn.Module):
         batch = {}
         if L.pair != "none":
             kw = {"temperature": L.temperature} if L.pair == "infonce" else {"margin": L.margin}
+            if L.memory:   # a copy: the ring is overwritten below, before backward reads it
+                kw.update(memory=self.memory.clone(), memory_labels=self.memory_ids.clone())
             batch["pair"] = PAIR_LOSSES[L.pair](eq, ec, inst, **kw)
+            if L.memory and self.training:
+                keep, ids = ec.detach(), inst
+                if world > 1:   # back to the batch's order, so the ring matches one process slot by slot
+                    order = torch.argsort(torch.cat([torch.arange(r, len(ids), world) for r in range(world)]))
+                    keep, ids = keep[order], ids[order]
+                self._remember(keep, ids)
         if old_c is not None:   # new queries must find the old catalogue vectors
             batch["compat"] = self.cfg.compat.weight * infonce(eq, old_c, inst, L.temperature)
         if teacher is not None:  # match the teacher's vectors and its query-catalogue similarities
@@ -81,12 +95,36 @@ class Objective(nn.Module):
         parts.update(batch)
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
+    @torch.no_grad()
+    def _remember(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
+        m = len(self.memory)
+        n = min(len(vectors), m)
+        slots = (int(self.memory_next) + torch.arange(n)) % m
+        self.memory[slots] = vectors[-n:]
+        self.memory_ids[slots] = ids[-n:]
+        self.memory_next.fill_((int(self.memory_next) + n) % m)
+
 
 def _gather(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t.detach().contiguous())
     parts[dist.get_rank()] = t
     return torch.cat(parts)
+
+
+@torch.no_grad()
+def _proxies_from_means(obj: Objective, items: Items, per_class: int = 200) -> None:
+    """Category proxies start at the class means of a trained encoder's vectors, so the first
+    steps of a continued run do not chase random proxies (and drag the encoder with them)."""
+    rng = np.random.default_rng(0)
+    obj.encoder.eval()
+    for c in range(len(obj.proxies.proxies)):
+        idx = np.flatnonzero(items.labels == c)
+        if len(idx):
+            idx = rng.choice(idx, min(per_class, len(idx)), replace=False)
+            v = obj.encoder(normalise_pixels(torch.from_numpy(items.clean[idx]))).mean(0)
+            obj.proxies.proxies[c] = F.normalize(v, dim=0)
+    obj.encoder.train()
 
 
 def _schedule(o: C.Optim):
@@ -158,6 +196,8 @@ def fit(cfg: C.Config, run_dir: str, items: Items | None = None, progress: bool 
     if cfg.init_run:
         # Continue from an earlier model (incremental learning), not from scratch.
         encoder.load_state_dict(load_run(cfg.init_run)[1].state_dict())
+        if obj.proxies is not None:
+            _proxies_from_means(obj, items)
     opt = _optimizer(cfg.optim, obj)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.optim))
     start = 0
