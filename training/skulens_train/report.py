@@ -67,10 +67,11 @@ def main(runs: str = "training/runs") -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     os.makedirs(OUT, exist_ok=True)
-    res = {"main": None, "baselines": {}, "experiments": {}, "text": {}}
-    if os.path.exists(os.path.join(runs, "main", "eval.json")):
-        res["main"] = {"eval": _load(os.path.join(runs, "main", "eval.json")),
-                       "train": _load(os.path.join(runs, "main", "train.json"))}
+    res = {"main": None, "stage1": None, "baselines": {}, "experiments": {}, "text": {}}
+    for stage in ("main", "stage1"):   # the shipped model continues stage 1 (configs/main.toml)
+        if os.path.exists(os.path.join(runs, stage, "eval.json")):
+            res[stage] = {"eval": _load(os.path.join(runs, stage, "eval.json")),
+                          "train": _load(os.path.join(runs, stage, "train.json"))}
     if os.path.exists(os.path.join(runs, "baselines.json")):
         res["baselines"] = _load(os.path.join(runs, "baselines.json"))
     from .experiments import ROWS
@@ -93,6 +94,10 @@ def main(runs: str = "training/runs") -> int:
            head + " | R@1 under PGD | encode ms/img (batch) |", "|" + "---|" * (len(COLS) + 3)]
     for name, r in res["baselines"].items():
         md.append(_row(name, r, ["-", _f(r.get("batch encode ms/image"))]))
+    if res["stage1"]:
+        r = res["stage1"]["eval"]
+        pgd = next((v for k, v in r.items() if k.startswith("instance R@1 PGD")), None)
+        md.append(_row("skulens stage 1 (its first training stage)", r, [_f(pgd), _f(r.get("batch encode ms/image"))]))
     if res["main"]:
         r = res["main"]["eval"]
         pgd = next((v for k, v in r.items() if k.startswith("instance R@1 PGD")), None)
@@ -105,9 +110,11 @@ def main(runs: str = "training/runs") -> int:
                                  ("category R@1 (clean)", "category R@1", 0.93)):
             got = r[key]
             md.append(f"| {label} | >= {want:.2f} | {got:.3f} | {'met' if got >= want else 'missed'} |")
-        t = res["main"]["train"]
-        md += ["", f"Training time of the shipped model: {t['train_seconds'] / 60:.0f} min for {t['steps']} steps "
-               f"({t['images_per_step']} images each) on {t['threads']} thread(s)."]
+        parts = [res[s]["train"] for s in ("stage1", "main") if res[s]]
+        md += ["", "Training time of the shipped model: " + " then ".join(
+            f"{t['train_seconds'] / 60:.0f} min for {t['steps']} steps ({t['images_per_step']} images each) "
+            f"on {t['threads']} thread(s)" for t in parts)
+            + f"; {sum(t['train_seconds'] for t in parts) / 3600:.1f} h in all."]
     md += ["", "## Methods on one budget", "",
            "Each row: `configs/experiment.toml` + its overrides (`skulens_train/experiments.py`): EfficientNet-Lite0 "
            "at 64 px, 150 steps of 64 pairs, one thread; a 2,000-article catalogue and 2,000 scanner views.", "",
@@ -139,8 +146,11 @@ def main(runs: str = "training/runs") -> int:
     # The shipped run's loss and learning rate; the methods' R@1 side by side (their losses are on
     # different scales, so their curves would not compare).
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    log = _log(os.path.join(runs, "main"))
+    first = _log(os.path.join(runs, "stage1"))
+    log = first + [dict(r, step=r["step"] + len(first)) for r in _log(os.path.join(runs, "main"))]
     if log:
+        if first:
+            ax.axvline(len(first), color="k", lw=0.6, ls=":")
         steps = [r["step"] for r in log]
         for key in ("pair", "category"):
             if key in log[0]:
@@ -150,7 +160,8 @@ def main(runs: str = "training/runs") -> int:
         ax2.set_ylabel("learning rate", fontsize=8)
         ax.set_xlabel("step")
         ax.set_ylabel("loss (10-step mean)")
-        ax.set_title("shipped model (main)", fontsize=9)
+        ax.set_title("shipped model: stage 1 | stage 2 (losses change at the dotted line)" if first
+                     else "shipped model (main)", fontsize=9)
         ax.legend(fontsize=7)
     names = list(res["experiments"])
     if names:
@@ -168,6 +179,8 @@ def main(runs: str = "training/runs") -> int:
     # Recall@K: shipped model against the baselines.
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     models = dict(res["baselines"])
+    if res["stage1"]:
+        models["skulens stage 1"] = res["stage1"]["eval"]
     if res["main"]:
         models["skulens main"] = res["main"]["eval"]
     for ax, (prefix, title) in zip(axes, (("instance", "instance retrieval (scanner views)"),
