@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install deps demo models test test-py test-cpp bench clean proto train ship
+.PHONY: install deps demo models test test-py test-cpp bench clean proto train ship triton
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,19 @@ deps:
 
 # torch first, from the local CPU wheel (a plain `torch` would pull a multi-GB CUDA build); it is
 # needed to train and export, never to serve.
-install: deps $(PY)
+install: deps $(PY) triton
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q ".[test,bench,train]"
+
+# NVIDIA Triton for `skulens serve --triton start` and tests/test_triton.py: PyPI's nvidia-pytriton
+# bundles tritonserver with the python backend; it pins numpy < 2, so it gets its own virtualenv,
+# with ONNX Runtime for the python-backend model (skulens/triton_model.py). Only its binary is run.
+TRITON_VENV ?= .venv-triton
+triton: $(TRITON_VENV)/.installed
+$(TRITON_VENV)/.installed:
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q "nvidia-pytriton==0.7.0" "onnxruntime>=1.18" "numpy<2"
+	touch $@
 
 # The shipped encoders (trained by skulens_train from training/shipped/*/config) as ONNX.
 SHIPPED := training/shipped/main training/shipped/text-minilm
@@ -79,4 +89,4 @@ bench: install
 	$(PY) bench/catalog_bench.py
 
 clean:
-	rm -rf build $(VENV)
+	rm -rf build $(VENV) $(TRITON_VENV)

@@ -152,7 +152,7 @@ def main() -> None:
                 stages.append([r.timings.decode_us, r.timings.preprocess_us, r.timings.encode_us,
                                r.timings.search_us, r.timings.total_us])
                 t = time.perf_counter_ns()
-                enc.session.run(None, {enc.input: x0})
+                enc.runner.session.run(None, {"pixels": x0})
                 bare.append((time.perf_counter_ns() - t) / 1e3)
         s.stop()
         st = np.median(np.asarray(stages), axis=0)

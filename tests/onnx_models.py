@@ -37,6 +37,12 @@ def tiny_image_encoder(repo: str, dim: int = 16, seed: int = 0) -> str:
     with open(os.path.join(folder, "skulens.json"), "w") as f:
         json.dump({"name": "tiny-avgpool-proj", "dim": dim, "input_size": SIZE,
                    "mean": [127.5] * 3, "std": [127.5] * 3}, f)
+    with open(os.path.join(folder, "config.pbtxt"), "w") as f:   # as skulens-train export writes it
+        f.write(f'name: "image_encoder"\nbackend: "onnxruntime"\nmax_batch_size: 64\n'
+                f'input [ {{ name: "pixels" data_type: TYPE_FP32 dims: [ 3, {SIZE}, {SIZE} ] }} ]\n'
+                f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]\n'
+                'dynamic_batching { max_queue_delay_microseconds: 2000 }\n'
+                'instance_group [ { kind: KIND_CPU count: 1 } ]\n')
     return folder
 
 
@@ -77,4 +83,10 @@ def tiny_text_encoder(repo: str, words: list[str], dim: int = 12, seed: int = 0)
     onnx.save(model, os.path.join(folder, "1", "model.onnx"))
     with open(os.path.join(folder, "skulens.json"), "w") as f:
         json.dump({"name": "tiny-bag-of-words", "dim": dim, "max_tokens": 32}, f)
+    with open(os.path.join(folder, "config.pbtxt"), "w") as f:
+        f.write(f'name: "text_encoder"\nbackend: "onnxruntime"\nmax_batch_size: 64\n'
+                'input [ { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },\n'
+                '        { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
+                f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]\n'
+                'instance_group [ { kind: KIND_CPU count: 1 } ]\n')
     return folder

@@ -58,7 +58,7 @@ def test_training_beats_the_untrained_network(quick):
 
 
 def test_export_serves_the_trained_model_like_torch(quick, tmp_path):
-    from skulens.encoders import OnnxImageEncoder
+    from skulens.encoders import ImageEncoder
     from skulens_train.train import load_run
     from skulens_train.views import catalogue_image
     from skulens_train.models import normalise_pixels
@@ -71,7 +71,7 @@ def test_export_serves_the_trained_model_like_torch(quick, tmp_path):
     assert "config.toml" in meta["run"] and os.path.exists(os.path.join(repo, "image_encoder", "config.pbtxt"))
     # The server's path (PNG bytes -> decode -> preprocess -> ONNX) equals training's (torch).
     images, _ = datasets.load("test")
-    enc = OnnxImageEncoder(os.path.join(repo, "image_encoder"))
+    enc = ImageEncoder(os.path.join(repo, "image_encoder"))
     pngs = []
     for im in images[:8]:
         buf = io.BytesIO()
@@ -118,7 +118,7 @@ def test_the_server_answers_with_the_trained_models(quick, tmp_path):
 
 
 def test_int8_export_agrees_with_fp32(quick, tmp_path):
-    from skulens.encoders import OnnxImageEncoder
+    from skulens.encoders import ImageEncoder
     _, run = quick
     repo = str(tmp_path / "repo8")
     _cli("export", "--run", run, "--model-repo", repo, "--int8")
@@ -127,7 +127,7 @@ def test_int8_export_agrees_with_fp32(quick, tmp_path):
     assert m["cosine int8 vs fp32 (500 catalogue pictures)"]["mean"] > 0.99
     assert m["int8"]["MiB"] < 0.5 * m["fp32"]["MiB"]
     assert abs(m["int8"]["category R@1"] - m["fp32"]["category R@1"]) < 0.05
-    enc = OnnxImageEncoder(os.path.join(repo, "image_encoder"))
+    enc = ImageEncoder(os.path.join(repo, "image_encoder"))
     v = enc.embed([_png_of_article()])
     assert v.shape == (1, 256) and abs(float(np.linalg.norm(v)) - 1) < 1e-3
 

@@ -1,6 +1,6 @@
 """The `skulens` command: serve, search, upsert, ingest, stats, and the demo.
 
-    skulens serve --data data --port 50051 --model-repo model_repo
+    skulens serve --data data --port 50051 --model-repo model_repo [--triton start|HOST:PORT]
     skulens search --image shoe.jpg --top-k 5 [--filter "category=sneakers"] [--sheet out.png]
     skulens upsert --id sku-1 --image shoe.jpg --title "red sneaker" --category sneakers --attr color=red
     skulens ingest --fashion-mnist            # or: --folder imgs/ --meta products.jsonl
@@ -41,14 +41,28 @@ def cmd_serve(args) -> int:
     from . import encoders
     from .server import Config, Server
     cfg = Config.load(args.config, data=args.data, port=args.port, host=args.host, model_repo=args.model_repo,
-                      dim=args.dim)
-    encs = encoders.load(cfg.model_repo) if cfg.model_repo else {}
-    if "image" in encs and args.dim is None and cfg.dim != encs["image"].dim:
-        cfg.dim = encs["image"].dim
-    s = Server(cfg, encoders=encs)
-    print(f"skulens serving on {s.target} ({len(s.catalog)} products, encoders: {sorted(encs) or 'none'})",
-          flush=True)
-    s.wait()
+                      dim=args.dim, triton=args.triton)
+    triton = None
+    if cfg.triton == "start":
+        from .triton import TritonServer
+        if not cfg.model_repo:
+            print("--triton start needs --model-repo", file=sys.stderr)
+            return 2
+        triton = TritonServer(cfg.model_repo).start()
+        print(f"Triton serving {', '.join(triton.models)} on {triton.url}", flush=True)
+    try:
+        encs = encoders.load(cfg.model_repo, triton=triton.url if triton else cfg.triton or None) \
+            if cfg.model_repo else {}
+        if "image" in encs and args.dim is None and cfg.dim != encs["image"].dim:
+            cfg.dim = encs["image"].dim
+        s = Server(cfg, encoders=encs)
+        runtime = f"Triton at {triton.url if triton else cfg.triton}" if cfg.triton else "ONNX Runtime"
+        print(f"skulens serving on {s.target} ({len(s.catalog)} products, encoders: {sorted(encs) or 'none'} "
+              f"on {runtime})", flush=True)
+        s.wait()
+    finally:
+        if triton is not None:
+            triton.stop()
     return 0
 
 
@@ -304,6 +318,8 @@ def main(argv=None) -> int:
     s.add_argument("--host")
     s.add_argument("--dim", type=int)
     s.add_argument("--model-repo", dest="model_repo")
+    s.add_argument("--triton", help="run the encoders on Triton: host:port of its gRPC, or 'start' to start "
+                                    "one on --model-repo (needs `make triton`); default: ONNX Runtime in process")
     s = sub.add_parser("search", help="query a running server")
     s.add_argument("--image")
     s.add_argument("--text")

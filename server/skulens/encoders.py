@@ -1,9 +1,11 @@
 """Encoders: image or text in, L2-normalised vector out, behind one interface.
 
-One class per runtime (clip-as-service's executors): `OnnxImageEncoder` and
-`OnnxTextEncoder` run ONNX Runtime in process (the embedded default; serving
-needs no torch). A model is a Triton-style folder, `model_repo/<name>/1/model.onnx`
-beside `config.pbtxt`, so the same files can be served by Triton.
+`ImageEncoder` and `TextEncoder` do the pre- and post-processing (decode, resize,
+tokenise); the network runs on a runtime behind one `run(feed)` call (clip-as-service's
+executors): `OrtRunner`, ONNX Runtime in process (the embedded default; serving needs
+no torch), or `TritonRunner`, a Triton server over gRPC (skulens.triton starts one). A
+model is a Triton folder, `model_repo/<name>/1/model.onnx` beside `config.pbtxt`, so both
+runtimes serve the same files.
 
 Image requests are decoded with Pillow's draft mode (JPEG decodes straight to
 near the target size), EXIF orientation is honoured, and identical image bytes
@@ -62,6 +64,51 @@ class QueryCache:
                 "hit_rate": self.hits / n if n else 0.0}
 
 
+class OrtRunner:
+    """ONNX Runtime in this process."""
+
+    def __init__(self, path: str, threads: int | None = None):
+        self.session = _session(path, threads)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def run(self, feed: dict) -> np.ndarray:
+        return self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
+
+
+class TritonRunner:
+    """A model on a Triton server (gRPC): same inputs, its `embedding` output."""
+
+    DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
+
+    def __init__(self, url: str, model: str, timeout: float = 10.0):
+        import tritonclient.grpc as tc
+        self._tc, self.model, self.timeout = tc, model, timeout
+        self.client = tc.InferenceServerClient(url)
+        try:
+            ready = self.client.is_model_ready(model)
+        except Exception as e:  # noqa: BLE001 - InferenceServerException: say which server
+            raise ConnectionError(f"Triton at {url} is not reachable: {e}") from None
+        if not ready:
+            raise ConnectionError(f"Triton at {url} has no ready model {model!r}")
+        self.inputs = [i.name for i in self.client.get_model_metadata(model).inputs]
+
+    def run(self, feed: dict) -> np.ndarray:
+        ins = []
+        for name in self.inputs:
+            x = np.ascontiguousarray(feed[name])
+            t = self._tc.InferInput(name, list(x.shape), self.DTYPES[x.dtype])
+            t.set_data_from_numpy(x)
+            ins.append(t)
+        out = [self._tc.InferRequestedOutput("embedding")]
+        return self.client.infer(self.model, ins, outputs=out, client_timeout=self.timeout).as_numpy("embedding")
+
+
+def _runner(folder: str, threads: int | None, triton: str | None):
+    if triton:
+        return TritonRunner(triton, os.path.basename(os.path.normpath(folder)))
+    return OrtRunner(os.path.join(folder, "1", "model.onnx"), threads)
+
+
 def _session(path: str, threads: int | None = None):
     import onnxruntime as ort
     opts = ort.SessionOptions()
@@ -93,20 +140,20 @@ def fit_square(im, size: int) -> np.ndarray:
     return np.asarray(im.crop((left, top, left + size, top + size)))
 
 
-class OnnxImageEncoder:
-    """An image model exported to ONNX: uint8 pixels in, unit vectors out."""
+class ImageEncoder:
+    """An exported image model: image bytes in, unit vectors out."""
 
     kind = "image"
 
-    def __init__(self, folder: str, threads: int | None = None, cache_size: int = 10_000):
+    def __init__(self, folder: str, threads: int | None = None, cache_size: int = 10_000,
+                 triton: str | None = None):
         meta = _meta(folder)
         self.name = meta["name"]
         self.dim = int(meta["dim"])
         self.size = int(meta["input_size"])          # square side the model takes
         self.mean = np.asarray(meta["mean"], np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(meta["std"], np.float32).reshape(1, 3, 1, 1)
-        self.session = _session(os.path.join(folder, "1", "model.onnx"), threads)
-        self.input = self.session.get_inputs()[0].name
+        self.runner = _runner(folder, threads, triton)
         self.cache = QueryCache(cache_size)
 
     # -- stages -----------------------------------------------------------------------
@@ -135,7 +182,7 @@ class OnnxImageEncoder:
         return (x - self.mean) / self.std
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: x})[0]
+        return self.runner.run({"pixels": x})
 
     # -- interface ----------------------------------------------------------------------
     def embed(self, images) -> np.ndarray:
@@ -180,13 +227,13 @@ class OnnxImageEncoder:
         self.encode(np.zeros((1, 3, self.size, self.size), np.float32))
 
 
-class OnnxTextEncoder:
-    """A sentence model exported to ONNX, tokenised with `tokenizers`."""
+class TextEncoder:
+    """An exported sentence model, tokenised here with `tokenizers`."""
 
     kind = "text"
     MAX_CHARS = 2000
 
-    def __init__(self, folder: str, threads: int | None = None):
+    def __init__(self, folder: str, threads: int | None = None, triton: str | None = None):
         from tokenizers import Tokenizer
         meta = _meta(folder)
         self.name = meta["name"]
@@ -195,16 +242,14 @@ class OnnxTextEncoder:
         self.tokenizer = Tokenizer.from_file(os.path.join(folder, "1", "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_tokens)
         self.tokenizer.enable_padding()
-        self.session = _session(os.path.join(folder, "1", "model.onnx"), threads)
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.runner = _runner(folder, threads, triton)
 
     def embed(self, texts) -> np.ndarray:
         enc = self.tokenizer.encode_batch(list(texts))
         feed = {"input_ids": np.asarray([e.ids for e in enc], np.int64),
                 "attention_mask": np.asarray([e.attention_mask for e in enc], np.int64)}
-        if "token_type_ids" in self.inputs:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        return self.session.run(None, {k: feed[k] for k in self.inputs})[0]
+        feed["token_type_ids"] = np.zeros_like(feed["input_ids"])   # BERT-style graphs take it
+        return self.runner.run(feed)
 
     def embed_request(self, text: str, timings=None) -> np.ndarray:
         if not text.strip():
@@ -221,11 +266,12 @@ class OnnxTextEncoder:
         self.embed(["warm up"])
 
 
-def load(model_repo: str, threads: int | None = None) -> dict:
-    """The encoders found in a model repository: {"image": ..., "text": ...}."""
+def load(model_repo: str, threads: int | None = None, triton: str | None = None) -> dict:
+    """The encoders found in a model repository: {"image": ..., "text": ...}; with `triton`
+    (host:port of its gRPC endpoint) the networks run there, the pre-processing here."""
     out = {}
-    for kind, name, cls in (("image", "image_encoder", OnnxImageEncoder), ("text", "text_encoder", OnnxTextEncoder)):
+    for kind, name, cls in (("image", "image_encoder", ImageEncoder), ("text", "text_encoder", TextEncoder)):
         folder = os.path.join(model_repo, name)
         if os.path.exists(os.path.join(folder, "1", "model.onnx")):
-            out[kind] = cls(folder, threads)
+            out[kind] = cls(folder, threads, triton=triton)
     return out

@@ -43,6 +43,8 @@ class Config:
     ef_construction: int = 100
     ef: int = 64
     model_repo: str = ""               # folder of ONNX encoders; empty: vector queries only
+    triton: str = ""                   # encoders' runtime: "" ONNX Runtime in process, "host:port" a Triton
+                                       # server's gRPC, "start": one started here on model_repo
 
     @classmethod
     def load(cls, path: str | None = None, env=os.environ, **flags) -> "Config":

@@ -1,0 +1,136 @@
+"""NVIDIA Triton as the encoders' runtime: a real tritonserver (PyPI nvidia-pytriton, in its own
+virtualenv: `make triton`) started on loopback over a model repository of real ONNX models; the
+encoders' vectors through Triton equal ONNX Runtime's in process, on real photos, under
+concurrent requests (Triton's dynamic batcher) and through the skulens gRPC service."""
+
+import io
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+import onnx_models
+from skulens import encoders
+from skulens.client import Client
+from skulens.server import Config, Server
+from skulens.triton import TritonServer, TritonUnavailable, find_install, prepare_repository
+
+skdata = pytest.importorskip("skimage.data", reason="scikit-image provides the real photos")
+pytest.importorskip("tritonclient.grpc", reason="pip install tritonclient[grpc]")
+try:
+    find_install()
+except TritonUnavailable as e:
+    pytest.skip(f"no Triton server here: {e}", allow_module_level=True)
+
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins")
+WORDS = ["red", "blue", "leather", "canvas", "boot", "sneaker", "bag", "dress", "coat", "wool"]
+
+
+def png(name: str) -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(getattr(skdata, name)()).convert("RGB").save(b, "PNG")
+    return b.getvalue()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    r = str(tmp_path_factory.mktemp("model_repo"))
+    onnx_models.tiny_image_encoder(r)
+    onnx_models.tiny_text_encoder(r, WORDS)
+    return r
+
+
+@pytest.fixture(scope="module")
+def triton(repo):
+    with TritonServer(repo, threads=1) as t:
+        yield t
+    assert t.proc.returncode is not None     # stopped with the fixture, not left behind
+
+
+def test_repository_for_the_python_backend(repo, tmp_path):
+    names = prepare_repository(repo, str(tmp_path))
+    assert names == ["image_encoder", "text_encoder"]
+    config = (tmp_path / "image_encoder" / "config.pbtxt").read_text()
+    assert 'backend: "python"' in config and "onnxruntime" not in config
+    assert (tmp_path / "image_encoder" / "1" / "model.py").exists()
+    assert os.path.realpath(tmp_path / "image_encoder" / "1" / "model.onnx") == \
+        os.path.realpath(os.path.join(repo, "image_encoder", "1", "model.onnx"))
+    with pytest.raises(FileNotFoundError, match="make models"):
+        prepare_repository(str(tmp_path / "empty"), str(tmp_path / "out"))
+
+
+def test_triton_and_onnxruntime_give_the_same_vectors(repo, triton):
+    local, remote = encoders.load(repo), encoders.load(repo, triton=triton.url)
+    assert isinstance(remote["image"].runner, encoders.TritonRunner)
+    photos = [png(n) for n in PHOTOS]
+    a, b = local["image"].embed(photos), remote["image"].embed(photos)
+    assert a.shape == b.shape == (len(PHOTOS), local["image"].dim)
+    assert np.abs(a - b).max() < 1e-6
+    titles = ["red leather boot", "blue canvas sneaker", "wool coat", "a bag"]
+    assert np.abs(local["text"].embed(titles) - remote["text"].embed(titles)).max() < 1e-6
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(repo, triton):
+    enc = encoders.load(repo, triton=triton.url)["image"]
+    want = encoders.load(repo)["image"]
+    xs = [want.preprocess([Image.open(io.BytesIO(png(n))).convert("RGB")]) for n in PHOTOS]
+    with ThreadPoolExecutor(8) as pool:   # requests meet in Triton's dynamic batcher
+        got = list(pool.map(enc.encode, xs * 8))
+    for i, g in enumerate(got):
+        assert np.abs(g - want.encode(xs[i % len(xs)])).max() < 1e-6
+
+
+def test_image_and_text_search_through_the_service_on_triton(tmp_path, repo, triton):
+    encs = encoders.load(repo, triton=triton.url)
+    s = Server(Config(data=str(tmp_path / "d"), dim=encs["image"].dim, port=0), encoders=encs)
+    try:
+        with Client(s.target) as c:
+            titles = dict(zip(PHOTOS, ["red leather boot", "blue canvas sneaker", "wool coat", "canvas bag",
+                                       "red dress", "blue bag"]))
+            c.upsert([dict(id=n, title=titles[n], image=png(n)) for n in PHOTOS])
+            for n in PHOTOS:
+                b = io.BytesIO()
+                Image.open(io.BytesIO(png(n))).save(b, "JPEG", quality=90)
+                assert c.search(image=b.getvalue(), top_k=1)[0].product_id == n
+            assert c.search(text="leather boot", top_k=1)[0].product_id == "chelsea"
+    finally:
+        s.stop()
+
+
+def test_an_unreachable_triton_is_a_clear_error(repo):
+    with pytest.raises(ConnectionError, match="not reachable"):
+        encoders.load(repo, triton="127.0.0.1:1")
+
+
+def test_serve_starts_and_stops_its_own_triton(repo, tmp_path):
+    """`skulens serve --triton start`: Triton comes up with the server and goes with it."""
+    import signal
+    import sys
+    import time
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    p = subprocess.Popen([sys.executable, "-m", "skulens.cli", "serve", "--data", str(tmp_path / "d"), "--port", "0",
+                          "--model-repo", repo, "--triton", "start"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.time() + 120
+    while time.time() < deadline and not any("skulens serving" in x for x in lines):
+        line = p.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+    assert any("Triton serving" in x for x in lines) and "on Triton at 127.0.0.1:" in lines[-1], lines
+    target = lines[-1].split(" on ")[1].split(" ")[0]
+    with Client(target) as c:
+        c.upsert([dict(id="coffee", image=png("coffee"))])
+        assert c.search(image=png("coffee"), top_k=1)[0].product_id == "coffee"
+    triton_url = next(x for x in lines if "Triton serving" in x).split(" on ")[-1].strip()
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 0
+    import socket
+    host, port = triton_url.rsplit(":", 1)
+    with pytest.raises(OSError):       # tritonserver went with skulens
+        socket.create_connection((host, int(port)), timeout=2).close()
