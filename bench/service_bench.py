@@ -84,10 +84,22 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--model-repo", default="model_repo")
     ap.add_argument("--out", type=Path, default=OUT / "service_bench.json")
+    ap.add_argument("--only", choices=["vector", "image"], help="run one part (default: both)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="skulens-svc-"))
     report: dict = {"command": "python bench/service_bench.py", "n": args.n, "dim": args.dim}
+    if args.only and args.out.exists():   # one part rerun: the other part's numbers stay
+        report = {**json.loads(args.out.read_text()), **report}
+    if args.only != "image":
+        report["search_by_vector"] = by_vector(args, work)
+    if args.only != "vector":
+        report.update(image_queries(args, work))
+    args.out.write_text(json.dumps(report, indent=1, default=float))
+    shutil.rmtree(work, ignore_errors=True)
+    print("wrote", args.out)
 
+
+def by_vector(args, work: Path) -> list:
     x = manifold(args.n, args.dim, seed=1)
     with Catalog.open(work / "data", args.dim, exact_below=0) as cat:
         for a in tqdm(range(0, args.n, 2000), desc="catalogue", unit="batch"):
@@ -120,51 +132,66 @@ def main() -> None:
             rows.append({"system": name, "concurrency": conc, **row})
             print(f"c={conc:2d} {name:8s} p50 {row['p50_us']:7.0f} us  p99 {row['p99_us']:7.0f} us  "
                   f"{row['qps']:7.0f} qps")
-    report["search_by_vector"] = rows
     echo.stop(0)
     server.stop()
+    return rows
 
-    # --- image query: stages, against bare ONNX Runtime -----------------------------------
-    encs = encoders.load(args.model_repo)
-    if "image" in encs:
-        from PIL import Image
-        from skulens import datasets
-        from skulens.client import Client
-        enc = encs["image"]
-        dim = enc.dim
-        shutil.rmtree(work / "img", ignore_errors=True)
-        s = Server(Config(data=str(work / "img"), dim=dim, port=0), encoders=encs)
-        imgs, _ = datasets.load("test") if datasets.available() else (None, None)
-        pngs = []
-        for a in (imgs[:300] if imgs is not None else np.random.default_rng(0).integers(0, 255, (300, 28, 28))):
-            b = io.BytesIO()
-            Image.fromarray(a.astype(np.uint8)).save(b, "PNG")
-            pngs.append(b.getvalue())
-        with Client(s.target, timeout=60) as c:
-            c.upsert([dict(id=f"i{i}", image=p) for i, p in enumerate(pngs[:200])])
-            enc.cache.size = 0  # every query pays decode + encode
-            stages, e2e, bare = [], [], []
-            x0 = enc.preprocess([enc.decode(pngs[0])])
-            for p in pngs[200:300]:
-                t = time.perf_counter_ns()
-                r = c.search_full(image=p, top_k=10)
-                e2e.append((time.perf_counter_ns() - t) / 1e3)
-                stages.append([r.timings.decode_us, r.timings.preprocess_us, r.timings.encode_us,
-                               r.timings.search_us, r.timings.total_us])
-                t = time.perf_counter_ns()
-                enc.runner.session.run(None, {"pixels": x0})
-                bare.append((time.perf_counter_ns() - t) / 1e3)
-        s.stop()
-        st = np.median(np.asarray(stages), axis=0)
-        report["image_query"] = {"decode_us": st[0], "preprocess_us": st[1], "encode_us": st[2], "search_us": st[3],
-                                 "server_total_us": st[4], "end_to_end_p50_us": float(np.median(e2e)),
-                                 "bare_onnxruntime_p50_us": float(np.median(bare)),
-                                 "transport_and_client_us": float(np.median(e2e) - st[4]),
-                                 "ratio": float(np.median(e2e) / np.median(bare))}
-        print("image query:", {k: round(v, 1) for k, v in report["image_query"].items()})
-    args.out.write_text(json.dumps(report, indent=1, default=float))
-    shutil.rmtree(work, ignore_errors=True)
-    print("wrote", args.out)
+
+def image_queries(args, work: Path) -> dict:
+    """Image queries by stage against bare ONNX Runtime, with the encoder in process and, where
+    `make triton` installed it, on a Triton server started here."""
+    out = {}
+    local = encoders.load(args.model_repo)
+    if "image" not in local:
+        return out
+    bare = local["image"].runner.session
+    out["image_query"] = image_query(local, bare, work / "img")
+    print("image query:", {k: round(v, 1) for k, v in out["image_query"].items()})
+    try:
+        from skulens.triton import TritonServer, TritonUnavailable
+        with TritonServer(args.model_repo) as t:
+            out["image_query_triton"] = image_query(encoders.load(args.model_repo, triton=t.url), bare,
+                                                    work / "img-triton")
+            print("image query (Triton):", {k: round(v, 1) for k, v in out["image_query_triton"].items()})
+    except (ImportError, TritonUnavailable) as e:
+        print("no Triton row:", e)
+    return out
+
+
+def image_query(encs: dict, bare, data: Path) -> dict:
+    from PIL import Image
+    from skulens import datasets
+    from skulens.client import Client
+    enc = encs["image"]
+    shutil.rmtree(data, ignore_errors=True)
+    s = Server(Config(data=str(data), dim=enc.dim, port=0), encoders=encs)
+    imgs, _ = datasets.load("test") if datasets.available() else (None, None)
+    pngs = []
+    for a in (imgs[:300] if imgs is not None else np.random.default_rng(0).integers(0, 255, (300, 28, 28))):
+        b = io.BytesIO()
+        Image.fromarray(a.astype(np.uint8)).save(b, "PNG")
+        pngs.append(b.getvalue())
+    with Client(s.target, timeout=60) as c:
+        c.upsert([dict(id=f"i{i}", image=p) for i, p in enumerate(pngs[:200])])
+        enc.cache.size = 0  # every query pays decode + encode
+        stages, e2e, bare_us = [], [], []
+        x0 = enc.preprocess([enc.decode(pngs[0])])
+        for p in pngs[200:300]:
+            t = time.perf_counter_ns()
+            r = c.search_full(image=p, top_k=10)
+            e2e.append((time.perf_counter_ns() - t) / 1e3)
+            stages.append([r.timings.decode_us, r.timings.preprocess_us, r.timings.encode_us,
+                           r.timings.search_us, r.timings.total_us])
+            t = time.perf_counter_ns()
+            bare.run(None, {"pixels": x0})
+            bare_us.append((time.perf_counter_ns() - t) / 1e3)
+    s.stop()
+    st = np.median(np.asarray(stages), axis=0)
+    return {"decode_us": st[0], "preprocess_us": st[1], "encode_us": st[2], "search_us": st[3],
+            "server_total_us": st[4], "end_to_end_p50_us": float(np.median(e2e)),
+            "bare_onnxruntime_p50_us": float(np.median(bare_us)),
+            "transport_and_client_us": float(np.median(e2e) - st[4]),
+            "ratio": float(np.median(e2e) / np.median(bare_us))}
 
 
 if __name__ == "__main__":
