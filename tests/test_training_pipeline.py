@@ -84,21 +84,27 @@ def test_export_serves_the_trained_model_like_torch(quick, tmp_path):
     assert (served * want).sum(1).min() >= 0.9999
 
 
-def test_the_server_answers_with_the_trained_models(quick, tmp_path):
-    from PIL import Image
-    from skulens import encoders
-    from skulens.client import Client
-    from skulens.server import Config, Server
+@pytest.fixture(scope="module")
+def exported(quick, tmp_path_factory):
+    """The quick image run and a short MiniLM text branch on it, exported as `make models` does."""
     from skulens_train.text import evaluate_text, fit_text
     from skulens_train.evaluate import Benchmark
     root, run = quick
-    repo = str(tmp_path / "repo")
+    repo = str(tmp_path_factory.mktemp("exported"))
     text_run = str(root / "text-minilm")
     fit_text("minilm", run, text_run, steps=40, batch=128, images=1000)
     res = evaluate_text(text_run, Benchmark(64, catalogue=500, queries=200))
     assert 0 <= res["text->image R@1 (held-out words)"] <= 1 and "image+text: view category R@1" in res
     _cli("export", "--run", run, "--model-repo", repo, "--text", text_run)
-    enc = encoders.load(repo)
+    return repo
+
+
+def test_the_server_answers_with_the_trained_models(exported, tmp_path):
+    from PIL import Image
+    from skulens import encoders
+    from skulens.client import Client
+    from skulens.server import Config, Server
+    enc = encoders.load(exported)
     assert enc["image"].dim == enc["text"].dim == 256          # one space: text searches the images
     images, labels = datasets.load("test")
     s = Server(Config(data=str(tmp_path / "data"), dim=256, port=0), encoders=enc)
@@ -117,6 +123,25 @@ def test_the_server_answers_with_the_trained_models(quick, tmp_path):
         s.stop()
 
 
+def test_triton_serves_the_exported_models(exported):
+    """The exported folders as Triton serves them (python backend over the same ONNX files)."""
+    pytest.importorskip("tritonclient.grpc", reason="pip install tritonclient[grpc]")
+    from skulens import encoders
+    from skulens.triton import TritonServer, TritonUnavailable, find_install
+    try:
+        find_install()
+    except TritonUnavailable as e:
+        pytest.skip(f"no Triton server here: {e}")
+    local = encoders.load(exported)
+    pngs = [_png_of_article(i) for i in range(6)]
+    titles = ["a pair of trousers", "Sneaker (Fashion-MNIST article)", "warm coat"]
+    with TritonServer(exported, threads=1) as t:
+        remote = encoders.load(exported, triton=t.url)
+        assert isinstance(remote["text"].runner, encoders.TritonRunner)
+        assert np.abs(remote["image"].embed(pngs) - local["image"].embed(pngs)).max() < 1e-5
+        assert np.abs(remote["text"].embed(titles) - local["text"].embed(titles)).max() < 1e-5
+
+
 def test_int8_export_agrees_with_fp32(quick, tmp_path):
     from skulens.encoders import ImageEncoder
     _, run = quick
@@ -132,8 +157,8 @@ def test_int8_export_agrees_with_fp32(quick, tmp_path):
     assert v.shape == (1, 256) and abs(float(np.linalg.norm(v)) - 1) < 1e-3
 
 
-def _png_of_article() -> bytes:
+def _png_of_article(i: int = 0) -> bytes:
     from PIL import Image
     buf = io.BytesIO()
-    Image.fromarray(datasets.load("test")[0][0]).save(buf, "PNG")
+    Image.fromarray(datasets.load("test")[0][i]).save(buf, "PNG")
     return buf.getvalue()
