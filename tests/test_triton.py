@@ -74,6 +74,16 @@ def test_triton_and_onnxruntime_give_the_same_vectors(repo, triton):
     assert np.abs(local["text"].embed(titles) - remote["text"].embed(titles)).max() < 1e-6
 
 
+def test_a_batch_over_the_models_max_batch_size_goes_in_pieces(repo, triton):
+    """An upsert of 200 pictures is one encoder batch; Triton takes at most max_batch_size (64)."""
+    remote = encoders.load(repo, triton=triton.url)["image"]
+    assert remote.runner.max_batch == 64
+    photos = [png(n) for n in PHOTOS] * 12          # 72 pictures
+    got = remote.embed(photos)
+    assert got.shape == (72, remote.dim)
+    assert np.abs(got - encoders.load(repo)["image"].embed(photos)).max() < 1e-6
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(repo, triton):
     enc = encoders.load(repo, triton=triton.url)["image"]
     want = encoders.load(repo)["image"]

@@ -91,8 +91,14 @@ class TritonRunner:
         if not ready:
             raise ConnectionError(f"Triton at {url} has no ready model {model!r}")
         self.inputs = [i.name for i in self.client.get_model_metadata(model).inputs]
+        # Triton refuses requests over the model's max_batch_size: larger batches go in pieces.
+        self.max_batch = self.client.get_model_config(model).config.max_batch_size or None
 
     def run(self, feed: dict) -> np.ndarray:
+        n = len(next(iter(feed.values())))
+        if self.max_batch and n > self.max_batch:
+            return np.concatenate([self.run({k: v[i:i + self.max_batch] for k, v in feed.items()})
+                                   for i in range(0, n, self.max_batch)])
         ins = []
         for name in self.inputs:
             x = np.ascontiguousarray(feed[name])
