@@ -46,7 +46,7 @@ DEMO_ARGS ?=
 demo: install models
 	$(VENV)/bin/skulens demo $(DEMO_ARGS)
 
-# Reproduce the shipped encoders and training/REPORT.md from their configs (about 3 hours on
+# Reproduce the shipped encoders and training/REPORT.md from their configs (about 5 hours on
 # 2 CPU cores; every step resumes), then copy them into training/shipped/.
 RUNS := training/runs
 TRAIN := $(VENV)/bin/skulens-train
