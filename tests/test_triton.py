@@ -111,6 +111,31 @@ def test_image_and_text_search_through_the_service_on_triton(tmp_path, repo, tri
         s.stop()
 
 
+def test_a_triton_that_goes_away_makes_image_calls_unavailable_and_loses_nothing(repo, tmp_path):
+    with TritonServer(repo, threads=1) as t:
+        encs = encoders.load(repo, triton=t.url)
+        s = Server(Config(data=str(tmp_path / "d"), dim=encs["image"].dim, port=0), encoders=encs)
+        try:
+            with Client(s.target) as c:
+                c.upsert([dict(id="coffee", image=png("coffee"))])
+                t.stop()
+                for call in (lambda: c.search(image=png("chelsea"), top_k=1),
+                             lambda: c.upsert([dict(id="cat", image=png("chelsea"))])):
+                    with pytest.raises(grpc.RpcError) as e:
+                        call()
+                    assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value.details()
+                    assert "Triton" in e.value.details()
+                # The refused upsert left nothing; what was stored still answers.
+                assert c.get("coffee", include_vector=True).id == "coffee"
+                with pytest.raises(grpc.RpcError) as e:
+                    c.get("cat")
+                assert e.value.code() == grpc.StatusCode.NOT_FOUND
+                v = list(c.get("coffee", include_vector=True).vector)
+                assert c.search(vector=v, top_k=1)[0].product_id == "coffee"
+        finally:
+            s.stop()
+
+
 def test_an_unreachable_triton_is_a_clear_error(repo):
     with pytest.raises(ConnectionError, match="not reachable"):
         encoders.load(repo, triton="127.0.0.1:1")

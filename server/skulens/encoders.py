@@ -24,7 +24,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .errors import InvalidArgument, ResourceExhausted
+from .errors import InvalidArgument, ResourceExhausted, Unavailable
 
 MAX_IMAGE_BYTES = 8 << 20
 MAX_PIXELS = 40_000_000  # decompression bombs are refused before decoding
@@ -106,7 +106,13 @@ class TritonRunner:
             t.set_data_from_numpy(x)
             ins.append(t)
         out = [self._tc.InferRequestedOutput("embedding")]
-        return self.client.infer(self.model, ins, outputs=out, client_timeout=self.timeout).as_numpy("embedding")
+        from tritonclient.utils import InferenceServerException
+        try:
+            return self.client.infer(self.model, ins, outputs=out, client_timeout=self.timeout).as_numpy("embedding")
+        except InferenceServerException as e:
+            # The model server is down or overloaded: the caller may retry (UNAVAILABLE), and
+            # nothing of the request has been applied.
+            raise Unavailable(f"the {self.model} on Triton did not answer: {e.message()}") from None
 
 
 def _runner(folder: str, threads: int | None, triton: str | None):
