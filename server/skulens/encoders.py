@@ -82,7 +82,8 @@ class TritonRunner:
 
     def __init__(self, url: str, model: str, timeout: float = 10.0):
         import tritonclient.grpc as tc
-        self._tc, self.model, self.timeout = tc, model, timeout
+        from tritonclient.utils import InferenceServerException
+        self._tc, self._failed, self.model, self.timeout = tc, InferenceServerException, model, timeout
         self.client = tc.InferenceServerClient(url)
         try:
             ready = self.client.is_model_ready(model)
@@ -106,10 +107,9 @@ class TritonRunner:
             t.set_data_from_numpy(x)
             ins.append(t)
         out = [self._tc.InferRequestedOutput("embedding")]
-        from tritonclient.utils import InferenceServerException
         try:
             return self.client.infer(self.model, ins, outputs=out, client_timeout=self.timeout).as_numpy("embedding")
-        except InferenceServerException as e:
+        except self._failed as e:
             # The model server is down or overloaded: the caller may retry (UNAVAILABLE), and
             # nothing of the request has been applied.
             raise Unavailable(f"the {self.model} on Triton did not answer: {e.message()}") from None
