@@ -141,6 +141,18 @@ def test_an_unreachable_triton_is_a_clear_error(repo):
         encoders.load(repo, triton="127.0.0.1:1")
 
 
+@pytest.mark.parametrize("how", [["--triton", "127.0.0.1:1"], ["--triton", "start", "NO_VENV"]])
+def test_serve_without_a_usable_triton_says_why_in_one_line(repo, tmp_path, how):
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    if how[-1] == "NO_VENV":
+        how, env["SKULENS_TRITON_VENV"] = how[:-1], str(tmp_path / "none")
+    r = subprocess.run([sys.executable, "-m", "skulens.cli", "serve", "--data", str(tmp_path / "d"), "--port", "0",
+                        "--model-repo", repo, *how], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert ("not reachable" if how[-1] != "start" else "make triton") in r.stderr
+
+
 def test_serve_starts_and_stops_its_own_triton(repo, tmp_path):
     """`skulens serve --triton start`: Triton comes up with the server and goes with it."""
     import signal
