@@ -57,6 +57,33 @@ def test_training_beats_the_untrained_network(quick):
         assert k in trained
 
 
+def test_a_continued_run_starts_from_the_earlier_proxies(quick, tmp_path):
+    """A stage that continues a run takes over its trained category proxies (its checkpoint has
+    them); a run without a checkpoint (shipped weights only) starts them at the class means."""
+    import shutil
+    from skulens_train import config as C
+    from skulens_train.data import fashion_mnist
+    from skulens_train.train import Objective, _init_proxies, build_model, load_run
+    _, run = quick
+    cfg = C.load(os.path.join(run, "config.toml"))
+    items = fashion_mnist("train", cfg.model.input_size, 300)
+    trained = torch.load(os.path.join(run, "checkpoint.pt"), weights_only=False)["objective"]["proxies.proxies"]
+
+    def started(from_run):
+        obj = Objective(cfg, build_model(cfg), len(items.categories))
+        obj.encoder.load_state_dict(load_run(from_run)[1].state_dict())
+        _init_proxies(obj, from_run, items)
+        return obj.proxies.proxies.detach()
+    assert torch.equal(started(run), trained)
+    bare = tmp_path / "weights-only"
+    bare.mkdir()
+    for f in ("config.toml", "model.pt"):
+        shutil.copy(os.path.join(run, f), bare / f)
+    means = started(str(bare))
+    assert not torch.allclose(means, trained)
+    assert torch.allclose(means.norm(dim=1), torch.ones(len(means)), atol=1e-5)
+
+
 def test_export_serves_the_trained_model_like_torch(quick, tmp_path):
     from skulens.encoders import ImageEncoder
     from skulens_train.train import load_run

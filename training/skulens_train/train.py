@@ -112,6 +112,19 @@ def _gather(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def _init_proxies(obj: Objective, run: str, items: Items) -> None:
+    """The earlier run's trained proxies when its checkpoint has them for the same classes (a
+    continued run then starts where that one ended), else the class means of its vectors."""
+    ckpt = os.path.join(run, "checkpoint.pt")
+    if os.path.exists(ckpt):
+        trained = torch.load(ckpt, map_location="cpu", weights_only=False)["objective"].get("proxies.proxies")
+        if trained is not None and trained.shape == obj.proxies.proxies.shape:
+            with torch.no_grad():
+                obj.proxies.proxies.copy_(trained)
+            return
+    _proxies_from_means(obj, items)
+
+
 @torch.no_grad()
 def _proxies_from_means(obj: Objective, items: Items, per_class: int = 200) -> None:
     """Category proxies start at the class means of a trained encoder's vectors, so the first
@@ -197,7 +210,7 @@ def fit(cfg: C.Config, run_dir: str, items: Items | None = None, progress: bool 
         # Continue from an earlier model (incremental learning), not from scratch.
         encoder.load_state_dict(load_run(cfg.init_run)[1].state_dict())
         if obj.proxies is not None:
-            _proxies_from_means(obj, items)
+            _init_proxies(obj, cfg.init_run, items)
     opt = _optimizer(cfg.optim, obj)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.optim))
     start = 0
