@@ -46,14 +46,16 @@ DEMO_ARGS ?=
 demo: install models
 	$(VENV)/bin/skulens demo $(DEMO_ARGS)
 
-# Reproduce the shipped encoders and training/REPORT.md from their configs (about 5 hours on
+# Reproduce the shipped encoders and training/REPORT.md from their configs (about 6 hours on
 # 2 CPU cores; every step resumes), then copy them into training/shipped/.
 RUNS := training/runs
 TRAIN := $(VENV)/bin/skulens-train
 train: install
 	$(TRAIN) fit --config stage1 --runs $(RUNS)
-	$(TRAIN) fit --config main --runs $(RUNS) init_run=\"$(RUNS)/stage1\"
+	$(TRAIN) fit --config stage2 --runs $(RUNS) init_run=\"$(RUNS)/stage1\"
+	$(TRAIN) fit --config main --runs $(RUNS) init_run=\"$(RUNS)/stage2\"
 	$(TRAIN) evaluate --run $(RUNS)/stage1
+	$(TRAIN) evaluate --run $(RUNS)/stage2
 	$(TRAIN) evaluate --run $(RUNS)/main
 	$(TRAIN) text --runs $(RUNS) arch=minilm
 	$(TRAIN) text --runs $(RUNS) arch=bilstm
@@ -61,9 +63,10 @@ train: install
 	$(TRAIN) experiments --runs $(RUNS)
 	$(TRAIN) report --runs $(RUNS)
 ship:
-	mkdir -p training/shipped/stage1 training/shipped/main training/shipped/text-minilm
-	cp $(RUNS)/stage1/config.toml $(RUNS)/stage1/log.jsonl $(RUNS)/stage1/train.json $(RUNS)/stage1/eval.json \
-		training/shipped/stage1/
+	for s in stage1 stage2; do mkdir -p training/shipped/$$s && \
+		cp $(RUNS)/$$s/config.toml $(RUNS)/$$s/log.jsonl $(RUNS)/$$s/train.json $(RUNS)/$$s/eval.json \
+		training/shipped/$$s/; done
+	mkdir -p training/shipped/main training/shipped/text-minilm
 	cp $(RUNS)/main/config.toml $(RUNS)/main/log.jsonl $(RUNS)/main/train.json $(RUNS)/main/eval.json \
 		$(RUNS)/main/model.pt training/shipped/main/
 	cp $(RUNS)/text-minilm/meta.json $(RUNS)/text-minilm/eval.json $(RUNS)/text-minilm/model.pt training/shipped/text-minilm/
