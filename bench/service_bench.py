@@ -1,12 +1,13 @@
 """Service benchmark: skulens Search by vector (HNSW, 100k x 256) beside a bare grpcio
-echo server carrying the same request bytes, at concurrency 1 and 16; then an image
-query's server-side stages beside bare ONNX Runtime inference of the same model.
+echo server carrying the same request bytes and bare hnswlib behind the same kind of gRPC
+server on the same graph, at concurrency 1 and 16; then an image query's server-side stages
+beside bare ONNX Runtime inference of the same model.
 
-    python bench/service_bench.py [--n 100000] [--requests 3000]
+    python bench/service_bench.py [--n 100000] [--requests 3000] [--only vector|image]
 
-Both servers run in this process's machine on loopback with the same thread-pool
-server settings; the client is Python grpcio with one channel per worker thread.
-Writes bench/service_bench.json.
+Each server runs in its own process on loopback with the same thread-pool settings (16
+handler threads); the client is this process, Python grpcio with one channel per worker
+thread. Writes bench/service_bench.json.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -36,16 +38,60 @@ from skulens.v1 import skulens_pb2 as pb
 OUT = Path(__file__).parent
 
 
-def echo_server(workers: int):
-    def echo(req, ctx):
-        return req
+def _serve_forever(server, port: int) -> None:
+    """A --serve child: announce the port on stdout, serve until the parent closes our stdin."""
+    import sys
+    server.start()
+    print(port, flush=True)
+    sys.stdin.read()
+    server.stop(0)
+
+
+def echo_server(workers: int) -> None:
+    """The floor of any gRPC service here: bytes in, the same bytes out, no parsing."""
     handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})  # bytes in, bytes out
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req)})
     s = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     s.add_generic_rpc_handlers((handler,))
-    port = s.add_insecure_port("127.0.0.1:0")
-    s.start()
-    return s, f"127.0.0.1:{port}"
+    _serve_forever(s, s.add_insecure_port("127.0.0.1:0"))
+
+
+def hnswlib_server(workers: int, graph: str, dim: int, ef: int) -> None:
+    """The floor of a search service: the same graph file in bare hnswlib behind the same kind of
+    gRPC server, answering skulens' Search with ids and scores and nothing else (no checks, no
+    locks, no filters, no catalogue)."""
+    import hnswlib
+    g = hnswlib.Index(space="ip", dim=dim)
+    g.load_index(graph)
+    g.set_ef(ef)
+
+    def search(req, ctx):
+        v = req.query.vector.values
+        labels, dist = g.knn_query(np.fromiter(v, np.float32, len(v)), k=req.top_k, num_threads=1)
+        return pb.SearchResponse(hits=[pb.Hit(product_id=f"p{i}", score=1 - d)
+                                       for i, d in zip(labels[0].tolist(), dist[0].tolist())])
+    handler = grpc.method_handlers_generic_handler("skulens.v1.ProductSearch", {
+        "Search": grpc.unary_unary_rpc_method_handler(search, request_deserializer=pb.SearchRequest.FromString,
+                                                      response_serializer=pb.SearchResponse.SerializeToString)})
+    s = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    s.add_generic_rpc_handlers((handler,))
+    _serve_forever(s, s.add_insecure_port("127.0.0.1:0"))
+
+
+def start_child(cmd: list[str], ready) -> tuple[subprocess.Popen, int]:
+    """A server process; `ready(line)` returns its port from the line that announces it."""
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        port = ready(line)
+        if port:
+            return p, port
+    raise RuntimeError(f"{cmd[0]} exited ({p.wait()}) before serving")
+
+
+def stop_child(p: subprocess.Popen) -> None:
+    p.stdin.close()
+    p.terminate()
+    p.wait(30)
 
 
 def drive(make_call, payloads, concurrency: int, total: int) -> dict:
@@ -85,7 +131,14 @@ def main() -> None:
     ap.add_argument("--model-repo", default="model_repo")
     ap.add_argument("--out", type=Path, default=OUT / "service_bench.json")
     ap.add_argument("--only", choices=["vector", "image"], help="run one part (default: both)")
+    ap.add_argument("--serve", choices=["echo", "hnswlib"], help=argparse.SUPPRESS)  # a child server
+    ap.add_argument("--graph", help=argparse.SUPPRESS)
+    ap.add_argument("--ef", type=int, default=64, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve == "echo":
+        return echo_server(16)
+    if args.serve == "hnswlib":
+        return hnswlib_server(16, args.graph, args.dim, args.ef)
     work = Path(tempfile.mkdtemp(prefix="skulens-svc-"))
     report: dict = {"command": "python bench/service_bench.py", "n": args.n, "dim": args.dim}
     if args.only and args.out.exists():   # one part rerun: the other part's numbers stay
@@ -100,40 +153,64 @@ def main() -> None:
 
 
 def by_vector(args, work: Path) -> list:
+    """Every server in its own process, as a deployment has it (the client is a process of its
+    own too, like ghz): skulens serve, a bare echo, and bare hnswlib behind gRPC on the same graph."""
+    import glob
+    import sys
     x = manifold(args.n, args.dim, seed=1)
     with Catalog.open(work / "data", args.dim, exact_below=0) as cat:
         for a in tqdm(range(0, args.n, 2000), desc="catalogue", unit="batch"):
             cat.upsert([dict(id=f"p{i}", vector=x[i]) for i in range(a, min(a + 2000, args.n))])
         cat.wait_indexed()
+        ef = cat.ef
+    graph = sorted(glob.glob(str(work / "data" / "snapshots" / "*" / "hnsw.bin")))[-1]
     q = manifold(512, args.dim, seed=2)
     payloads = [search_request(vector=v, top_k=10, mode="ann").SerializeToString() for v in q]
-
-    server = Server(Config(data=str(work / "data"), dim=args.dim, port=0, workers=16))
-    echo, echo_target = echo_server(16)
+    skulens_bin = str(Path(sys.executable).with_name("skulens"))
+    me = [sys.executable, __file__, "--serve"]
+    children = {
+        "echo": start_child(me + ["echo"], lambda line: int(line)),
+        "hnswlib": start_child(me + ["hnswlib", "--graph", graph, "--dim", str(args.dim), "--ef", str(ef)],
+                               lambda line: int(line)),
+        "skulens": start_child([skulens_bin, "serve", "--data", str(work / "data"), "--dim", str(args.dim),
+                                "--port", "0"],
+                               lambda line: int(line.split(" on ")[1].split()[0].rsplit(":", 1)[1])
+                               if line.startswith("skulens serving on") else 0),
+    }
+    methods = {"echo": "/bench.Echo/Echo", "hnswlib": "/skulens.v1.ProductSearch/Search",
+               "skulens": "/skulens.v1.ProductSearch/Search"}
+    # What the answers are worth (recall@10 against exact) and what the search takes inside skulens.
+    exact = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    quality = {}
+    for name in ("hnswlib", "skulens"):
+        with grpc.insecure_channel(f"127.0.0.1:{children[name][1]}") as ch:
+            f = ch.unary_unary(methods[name], response_deserializer=pb.SearchResponse.FromString)
+            rs = [f(b) for b in payloads]
+        got = [[int(h.product_id[1:]) for h in r.hits] for r in rs]
+        quality[name] = {"recall@10": float(np.mean([len(set(g) & set(e)) / 10 for g, e in zip(got, exact)]))}
+        if name == "skulens":
+            quality[name]["server_search_p50_us"] = float(np.median([r.timings.search_us for r in rs]))
+            quality[name]["server_total_p50_us"] = float(np.median([r.timings.total_us for r in rs]))
+    print("answers:", quality)
     rows = []
     for conc in (1, 16):
-        def skulens_call():
-            ch = grpc.insecure_channel(server.target)
-            f = ch.unary_unary("/skulens.v1.ProductSearch/Search", request_serializer=None,
-                               response_deserializer=pb.SearchResponse.FromString)
-            return lambda b: f(b)
-
-        def echo_call():
-            ch = grpc.insecure_channel(echo_target)
-            f = ch.unary_unary("/bench.Echo/Echo")
-            return lambda b: f(b)
-        # Interleave rounds so machine noise hits both alike.
-        res = {"echo": [], "skulens": []}
+        def caller(name):
+            def make():
+                f = grpc.insecure_channel(f"127.0.0.1:{children[name][1]}").unary_unary(methods[name])
+                return lambda b: f(b)
+            return make
+        # Interleave rounds so machine noise hits all alike.
+        res = {name: [] for name in children}
         for _ in range(3):
-            res["echo"].append(drive(echo_call, payloads, conc, args.requests // 3))
-            res["skulens"].append(drive(skulens_call, payloads, conc, args.requests // 3))
+            for name in children:
+                res[name].append(drive(caller(name), payloads, conc, args.requests // 3))
         for name, r in res.items():
             row = {k: float(np.median([x[k] for x in r])) for k in ("p50_us", "p99_us", "qps")}
-            rows.append({"system": name, "concurrency": conc, **row})
+            rows.append({"system": name, "concurrency": conc, "ef": ef, **quality.get(name, {}), **row})
             print(f"c={conc:2d} {name:8s} p50 {row['p50_us']:7.0f} us  p99 {row['p99_us']:7.0f} us  "
                   f"{row['qps']:7.0f} qps")
-    echo.stop(0)
-    server.stop()
+    for p, _ in children.values():
+        stop_child(p)
     return rows
 
 
