@@ -1,6 +1,6 @@
 """Service benchmark: skulens Search by vector (HNSW, 100k x 256) beside a bare grpcio
-echo server carrying the same request bytes and bare hnswlib behind the same kind of gRPC
-server on the same graph, at concurrency 1 and 16; then an image query's server-side stages
+echo server carrying the same request bytes (also with a handler that spins as long as
+skulens' search takes) and bare hnswlib behind the same kind of gRPC server on the same graph, at concurrency 1 and 16; then an image query's server-side stages
 beside bare ONNX Runtime inference of the same model.
 
     python bench/service_bench.py [--n 100000] [--requests 3000] [--only vector|image]
@@ -47,10 +47,18 @@ def _serve_forever(server, port: int) -> None:
     server.stop(0)
 
 
-def echo_server(workers: int) -> None:
-    """The floor of any gRPC service here: bytes in, the same bytes out, no parsing."""
+def echo_server(workers: int, busy_us: int = 0) -> None:
+    """The floor of any gRPC service here: bytes in, the same bytes out, no parsing. With busy_us,
+    the handler first spins that long (hot caches, no memory traffic): what a handler that takes
+    as long as a search costs, apart from the search's own reads."""
+    def echo(req, ctx):
+        if busy_us:
+            end = time.perf_counter_ns() + busy_us * 1000
+            while time.perf_counter_ns() < end:
+                pass
+        return req
     handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req)})
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
     s = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     s.add_generic_rpc_handlers((handler,))
     _serve_forever(s, s.add_insecure_port("127.0.0.1:0"))
@@ -134,9 +142,10 @@ def main() -> None:
     ap.add_argument("--serve", choices=["echo", "hnswlib"], help=argparse.SUPPRESS)  # a child server
     ap.add_argument("--graph", help=argparse.SUPPRESS)
     ap.add_argument("--ef", type=int, default=64, help=argparse.SUPPRESS)
+    ap.add_argument("--busy-us", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve == "echo":
-        return echo_server(16)
+        return echo_server(16, args.busy_us)
     if args.serve == "hnswlib":
         return hnswlib_server(16, args.graph, args.dim, args.ef)
     work = Path(tempfile.mkdtemp(prefix="skulens-svc-"))
@@ -192,6 +201,9 @@ def by_vector(args, work: Path) -> list:
             quality[name]["server_search_p50_us"] = float(np.median([r.timings.search_us for r in rs]))
             quality[name]["server_total_p50_us"] = float(np.median([r.timings.total_us for r in rs]))
     print("answers:", quality)
+    busy = int(quality["skulens"]["server_search_p50_us"])
+    children["echo+busy"] = start_child(me + ["echo", "--busy-us", str(busy)], lambda line: int(line))
+    methods["echo+busy"] = methods["echo"]
     rows = []
     for conc in (1, 16):
         def caller(name):
@@ -200,14 +212,15 @@ def by_vector(args, work: Path) -> list:
                 return lambda b: f(b)
             return make
         # Interleave rounds so machine noise hits all alike.
-        res = {name: [] for name in children}
+        res = {name: [] for name in ("echo", "echo+busy", "hnswlib", "skulens")}
         for _ in range(3):
-            for name in children:
+            for name in res:
                 res[name].append(drive(caller(name), payloads, conc, args.requests // 3))
         for name, r in res.items():
             row = {k: float(np.median([x[k] for x in r])) for k in ("p50_us", "p99_us", "qps")}
-            rows.append({"system": name, "concurrency": conc, "ef": ef, **quality.get(name, {}), **row})
-            print(f"c={conc:2d} {name:8s} p50 {row['p50_us']:7.0f} us  p99 {row['p99_us']:7.0f} us  "
+            rows.append({"system": name, "concurrency": conc, "ef": ef, **quality.get(name, {}), **row,
+                         **({"busy_us": busy} if name == "echo+busy" else {})})
+            print(f"c={conc:2d} {name:9s} p50 {row['p50_us']:7.0f} us  p99 {row['p99_us']:7.0f} us  "
                   f"{row['qps']:7.0f} qps")
     for p, _ in children.values():
         stop_child(p)
