@@ -54,6 +54,30 @@ def test_formats_agree(enc):
     assert vs[0] @ vs[2] > 0.99        # JPEG (decoded in draft mode): nearly
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "LA", "1", "I;16"])
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_preprocessing_shortcuts_give_the_same_pixels(enc, mode, fmt):
+    """Grey images are resized as grey and normalised channel by channel: the model must get
+    exactly what the plain route (RGB first, resize, crop, transpose, normalise) gives."""
+    src = Image.fromarray(skdata.camera()) if mode in ("L", "1", "LA", "I;16") else photo("astronaut")
+    src = Image.fromarray(np.asarray(src, np.uint16) * 200) if mode == "I;16" else src.convert(mode)
+    if fmt == "JPEG" and mode not in ("RGB", "L"):
+        pytest.skip(f"JPEG does not store {mode}")
+    data = encode(src, fmt)
+    from PIL import ImageOps
+    im = Image.open(io.BytesIO(data))
+    if fmt == "JPEG":
+        im.draft("RGB", (enc.size, enc.size))
+    im = ImageOps.exif_transpose(im).convert("RGB")
+    s = enc.size / min(im.size)
+    im = im.resize((max(enc.size, round(im.width * s)), max(enc.size, round(im.height * s))),
+                   Image.BILINEAR, reducing_gap=2.0)
+    left, top = (im.width - enc.size) // 2, (im.height - enc.size) // 2
+    px = np.asarray(im.crop((left, top, left + enc.size, top + enc.size)))[None]
+    want = (px.transpose(0, 3, 1, 2).astype(np.float32) - enc.mean) / enc.std
+    np.testing.assert_array_equal(enc.preprocess([enc.decode(data)]), want)
+
+
 def test_exif_orientation_is_honoured(enc):
     im = photo("astronaut")
     upright = enc.embed_request(encode(im, "PNG"))
