@@ -141,19 +141,20 @@ def main() -> None:
     ap.add_argument("--only", choices=["vector", "image"], help="run one part (default: both)")
     ap.add_argument("--serve", choices=["echo", "hnswlib"], help=argparse.SUPPRESS)  # a child server
     ap.add_argument("--graph", help=argparse.SUPPRESS)
-    ap.add_argument("--ef", type=int, default=64, help=argparse.SUPPRESS)
+    ap.add_argument("--ef", type=int, default=0,
+                    help="HNSW ef of the searches (default: the catalogue's own); also the hnswlib floor's")
     ap.add_argument("--busy-us", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve == "echo":
         return echo_server(16, args.busy_us)
     if args.serve == "hnswlib":
-        return hnswlib_server(16, args.graph, args.dim, args.ef)
+        return hnswlib_server(16, args.graph, args.dim, args.ef or 64)
     work = Path(tempfile.mkdtemp(prefix="skulens-svc-"))
     report: dict = {"command": "python bench/service_bench.py", "n": args.n, "dim": args.dim}
     if args.only and args.out.exists():   # one part rerun: the other part's numbers stay
         report = {**json.loads(args.out.read_text()), **report}
     if args.only != "image":
-        report["search_by_vector"] = by_vector(args, work)
+        report["search_by_vector" + (f"_ef{args.ef}" if args.ef else "")] = by_vector(args, work)
     if args.only != "vector":
         report.update(image_queries(args, work))
     args.out.write_text(json.dumps(report, indent=1, default=float))
@@ -174,7 +175,10 @@ def by_vector(args, work: Path) -> list:
         ef = cat.ef
     graph = sorted(glob.glob(str(work / "data" / "snapshots" / "*" / "hnsw.bin")))[-1]
     q = manifold(512, args.dim, seed=2)
-    payloads = [search_request(vector=v, top_k=10, mode="ann").SerializeToString() for v in q]
+    payloads = [search_request(vector=v, top_k=10, mode="ann", ef=args.ef).SerializeToString()
+                for v in q]
+    if args.ef:
+        ef = args.ef
     skulens_bin = str(Path(sys.executable).with_name("skulens"))
     me = [sys.executable, __file__, "--serve"]
     children = {
