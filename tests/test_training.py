@@ -46,6 +46,24 @@ def test_infonce_is_cross_entropy_over_the_batch():
     assert torch.allclose(losses.infonce(q, c, torch.arange(8), t), want, atol=1e-6)
 
 
+def test_supcon_matches_its_definition_and_rewards_clusters():
+    g = torch.Generator().manual_seed(3)
+    x = _unit(torch.randn(6, 5, generator=g))
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])   # row 5 has no positive: left out
+    t = 0.2
+    want = []
+    for i in range(5):
+        others = [a for a in range(6) if a != i]
+        denom = torch.logsumexp(torch.stack([x[i] @ x[a] / t for a in others]), 0)
+        pos = [p for p in others if labels[p] == labels[i]]
+        want.append(-torch.stack([x[i] @ x[p] / t - denom for p in pos]).mean())
+    assert torch.allclose(losses.supcon(x, labels, t), torch.stack(want).mean(), atol=1e-5)
+    centres = _unit(torch.randn(3, 5, generator=g))
+    tight = _unit(centres[labels] + 0.05 * torch.randn(6, 5, generator=g))
+    assert losses.supcon(tight, labels, t) < losses.supcon(x, labels, t)
+    assert losses.supcon(x, torch.arange(6), t) == 0   # nobody has a positive
+
+
 def test_infonce_memory_adds_negatives_for_the_queries_only():
     g = torch.Generator().manual_seed(2)
     q, c = _unit(torch.randn(6, 8, generator=g)), _unit(torch.randn(6, 8, generator=g))

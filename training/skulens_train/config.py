@@ -37,6 +37,8 @@ class Loss:
     category_weight: float = 0.0  # normalised-softmax proxies on the ten categories
     category_scale: float = 16.0
     memory: int = 0              # infonce: catalogue vectors of earlier batches kept as extra negatives
+    clean_supcon: float = 0.0    # weight of supervised contrast among the batch's clean pictures (category)
+    supcon_temperature: float = 0.1
 
 
 @dataclass

@@ -5,7 +5,8 @@
               non-matching pair below a margin (CosineEmbeddingLoss over the whole batch);
   infonce     symmetric InfoNCE / NT-Xent over in-batch negatives (CLIP's loss);
   triplet     triplet loss with semi-hard negatives mined in the batch (FaceNet);
-  normsoftmax a proxy loss: softmax over cosine to one learned proxy per class (scaled).
+  normsoftmax a proxy loss: softmax over cosine to one learned proxy per class (scaled);
+  supcon      supervised contrast within one set (the clean pictures, by category).
 Pairs sharing a label are never pushed apart (several views of one product, or one category).
 """
 
@@ -61,6 +62,21 @@ def triplet_semihard(q, c, labels, margin: float = 0.2, reduction: str = "mean")
     dn = torch.where(semi < inf, semi, hardest)
     out = F.relu(dp[:, 0] - dn + margin)
     return out.mean() if reduction == "mean" else out
+
+
+def supcon(x, labels, temperature: float = 0.1):
+    """Supervised contrast (Khosla et al. 2020) among one set of vectors: each row's positives
+    are the other rows with its label, its contrast every other row. Rows without a positive
+    are left out."""
+    s = x @ x.T / temperature
+    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+    s = s.masked_fill(eye, -1e4)
+    pos = _same(labels, labels) & ~eye
+    has = pos.any(1)
+    if not has.any():
+        return s.new_zeros(())
+    log_p = F.log_softmax(s, 1)
+    return -((log_p * pos).sum(1)[has] / pos.sum(1)[has]).mean()
 
 
 class NormSoftmax(nn.Module):

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import config as C
 from .data import Items, fashion_mnist, folder
-from .losses import PAIR_LOSSES, NormSoftmax, infonce
+from .losses import PAIR_LOSSES, NormSoftmax, infonce, supcon
 from .adversarial import pgd
 from .models import ImageEncoder, normalise_pixels, trainable_parameters
 from .views import ViewMaker
@@ -66,6 +66,8 @@ class Objective(nn.Module):
         if self.proxies is not None:
             # Per-sample, so on this process's share: DDP's average over processes is the batch mean.
             parts["category"] = L.category_weight * self.proxies(torch.cat([eq, ec]), torch.cat([cat, cat]))
+        if L.clean_supcon > 0:   # clean pictures of one category together (category R@1 on clean)
+            parts["clean_supcon"] = L.clean_supcon * supcon(ec, cat, L.supcon_temperature)
         world = dist.get_world_size() if dist.is_initialized() else 1
         if world > 1:
             eq, ec, inst = (_gather(t) for t in (eq, ec, inst))
