@@ -236,7 +236,8 @@ def test_config_names_overrides_and_errors(tmp_path):
     # Bad values are refused when the config loads, before any data or model is touched.
     for over, msg in (("model.arch=\"resnet\"", "model.arch"), ("loss.pair=\"bogus\"", "loss.pair"),
                       ("model.trainable=\"lora:x\"", "model.trainable"), ("optim.batch=1", "optim.batch"),
-                      ("model.trainable=\"head\"", "needs model.arch")):
+                      ("model.trainable=\"head\"", "needs model.arch"), ("loss.clean_supcon=-1", "clean_supcon"),
+                      ("loss.supcon_temperature=0", "supcon_temperature")):
         with pytest.raises(ValueError, match=msg):
             C.load("quick", [over])
 

@@ -124,6 +124,8 @@ def validate(cfg: "Config") -> "Config":
             raise ValueError(f"model.{key} must be positive")
     if cfg.loss.memory < 0 or (cfg.loss.memory and cfg.loss.pair != "infonce"):
         raise ValueError("loss.memory must be >= 0 and needs loss.pair = \"infonce\"")
+    if cfg.loss.clean_supcon < 0 or cfg.loss.supcon_temperature <= 0:
+        raise ValueError("loss.clean_supcon must be >= 0 and loss.supcon_temperature > 0")
     if cfg.optim.batch < 2 or cfg.optim.steps < 0:
         raise ValueError("optim.batch must be >= 2 and optim.steps >= 0")
     return cfg
