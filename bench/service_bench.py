@@ -181,15 +181,24 @@ def by_vector(args, work: Path) -> list:
         ef = args.ef
     skulens_bin = str(Path(sys.executable).with_name("skulens"))
     me = [sys.executable, __file__, "--serve"]
-    children = {
-        "echo": start_child(me + ["echo"], lambda line: int(line)),
-        "hnswlib": start_child(me + ["hnswlib", "--graph", graph, "--dim", str(args.dim), "--ef", str(ef)],
-                               lambda line: int(line)),
-        "skulens": start_child([skulens_bin, "serve", "--data", str(work / "data"), "--dim", str(args.dim),
-                                "--port", "0"],
-                               lambda line: int(line.split(" on ")[1].split()[0].rsplit(":", 1)[1])
-                               if line.startswith("skulens serving on") else 0),
-    }
+    children: dict = {}   # stopped below, whatever happens (_compare adds the busy echo)
+    try:
+        for name, cmd, ready in (
+                ("echo", me + ["echo"], int),
+                ("hnswlib", me + ["hnswlib", "--graph", graph, "--dim", str(args.dim), "--ef", str(ef)], int),
+                ("skulens", [skulens_bin, "serve", "--data", str(work / "data"), "--dim", str(args.dim),
+                             "--port", "0"],
+                 lambda line: int(line.split(" on ")[1].split()[0].rsplit(":", 1)[1])
+                 if line.startswith("skulens serving on") else 0)):
+            children[name] = start_child(cmd, ready)
+        return _compare(args, children, x, q, payloads, ef, me)
+    finally:
+        for p, _ in children.values():
+            stop_child(p)
+
+
+def _compare(args, children: dict, x, q, payloads, ef: int, me: list) -> list:
+    """Recall, in-server search time, then latency rounds over every server in `children`."""
     methods = {"echo": "/bench.Echo/Echo", "hnswlib": "/skulens.v1.ProductSearch/Search",
                "skulens": "/skulens.v1.ProductSearch/Search"}
     # What the answers are worth (recall@10 against exact) and what the search takes inside skulens.
@@ -226,8 +235,6 @@ def by_vector(args, work: Path) -> list:
                          **({"busy_us": busy} if name == "echo+busy" else {})})
             print(f"c={conc:2d} {name:9s} p50 {row['p50_us']:7.0f} us  p99 {row['p99_us']:7.0f} us  "
                   f"{row['qps']:7.0f} qps")
-    for p, _ in children.values():
-        stop_child(p)
     return rows
 
 
