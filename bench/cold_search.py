@@ -18,15 +18,10 @@ import hnswlib
 import numpy as np
 from tqdm import tqdm
 
+from service_bench import spin
 from skulens.synthetic import manifold
 
 OUT = Path(__file__).parent
-
-
-def spin(us: int) -> None:
-    end = time.perf_counter_ns() + us * 1000
-    while time.perf_counter_ns() < end:
-        pass
 
 
 def main() -> None:

@@ -47,15 +47,20 @@ def _serve_forever(server, port: int) -> None:
     server.stop(0)
 
 
+def spin(us: int) -> None:
+    """Busy for `us` microseconds: CPU work that touches no memory."""
+    end = time.perf_counter_ns() + us * 1000
+    while time.perf_counter_ns() < end:
+        pass
+
+
 def echo_server(workers: int, busy_us: int = 0) -> None:
     """The floor of any gRPC service here: bytes in, the same bytes out, no parsing. With busy_us,
     the handler first spins that long (hot caches, no memory traffic): what a handler that takes
     as long as a search costs, apart from the search's own reads."""
     def echo(req, ctx):
         if busy_us:
-            end = time.perf_counter_ns() + busy_us * 1000
-            while time.perf_counter_ns() < end:
-                pass
+            spin(busy_us)
         return req
     handler = grpc.method_handlers_generic_handler(
         "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
