@@ -83,6 +83,14 @@ def test_infonce_memory_adds_negatives_for_the_queries_only():
     want = 0.5 * (torch.stack(rows).mean() + F.cross_entropy(logits.T, torch.arange(6)))
     assert torch.allclose(got, want, atol=1e-5)
     assert got > losses.infonce(q, c, labels, t)     # more negatives, a harder task
+    # memory_skip drops chosen (query, memory row) pairs too: skipping all leaves the plain loss.
+    skip_all = torch.ones(6, 5, dtype=torch.bool)
+    assert torch.allclose(losses.infonce(q, c, labels, t, mem, mem_labels, skip_all),
+                          losses.infonce(q, c, labels, t), atol=1e-6)
+    skip_row1 = torch.zeros(6, 5, dtype=torch.bool)
+    skip_row1[:, 1] = True                           # = memory row 1 empty
+    assert torch.allclose(losses.infonce(q, c, labels, t, mem, mem_labels, skip_row1),
+                          losses.infonce(q, c, labels, t, mem, torch.tensor([0, -1, 8, -1, 3])), atol=1e-6)
 
 
 def test_memory_ring_keeps_the_newest_catalogue_vectors():
@@ -90,13 +98,36 @@ def test_memory_ring_keeps_the_newest_catalogue_vectors():
     cfg = C.load("quick", ["loss.memory=5", "model.width=8"])
     obj = Objective(cfg, build_model(cfg), 10)
     for start in (0, 3, 6):
-        obj._remember(torch.full((3, cfg.model.dim), float(start)), torch.arange(start, start + 3))
+        obj._remember(torch.full((3, cfg.model.dim), float(start)), torch.arange(start, start + 3),
+                      torch.arange(start, start + 3) % 2)
     # 9 vectors through a ring of 5: ids 4..8 stay, the oldest overwritten first.
     assert sorted(obj.memory_ids.tolist()) == [4, 5, 6, 7, 8]
+    assert not hasattr(obj, "memory_cats")       # kept only when the loss uses it
     assert int(obj.memory_next) == 9 % 5
     assert "memory" in obj.state_dict()          # checkpointed, so a resumed run has it
     with pytest.raises(ValueError, match="memory"):
         C.load("quick", ["loss.memory=8", "loss.pair=\"triplet\""])
+
+
+def test_memory_other_categories_skips_the_queries_own_category():
+    from skulens_train.train import Objective, build_model
+    cfg = C.load("quick", ["loss.memory=4", "model.width=8", "loss.memory_other_categories=true",
+                           "loss.category_weight=0"])
+    obj = Objective(cfg, build_model(cfg), 10)
+    obj.eval()                                   # no ring update, so the same memory both times
+    x = torch.randn(8, 3, cfg.model.input_size, cfg.model.input_size)
+    with torch.no_grad():
+        e = obj.encoder(x)
+    obj._remember(e[4:], torch.tensor([10, 11, 12, 13]), torch.tensor([0, 1, 0, 1]))
+    assert obj.memory_cats.tolist() == [0, 1, 0, 1]
+    inst, cat = torch.tensor([1, 2]), torch.tensor([0, 1])
+    got = obj(x[:2], x[2:4], inst, cat)[1]["pair"]
+    q, c = e[:2], e[2:4]
+    # Query 0 (category 0) sees memory rows 1 and 3; query 1 sees rows 0 and 2.
+    skip = torch.tensor([[True, False, True, False], [False, True, False, True]])
+    want = losses.infonce(q, c, inst, cfg.loss.temperature, obj.memory, obj.memory_ids, skip)
+    assert abs(got - float(want)) < 1e-5
+    assert abs(got - float(losses.infonce(q, c, inst, cfg.loss.temperature, obj.memory, obj.memory_ids))) > 1e-4
 
 
 @pytest.mark.parametrize("name", ["infonce", "cosine", "triplet"])

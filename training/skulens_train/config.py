@@ -39,6 +39,9 @@ class Loss:
     memory: int = 0              # infonce: catalogue vectors of earlier batches kept as extra negatives
     clean_supcon: float = 0.0    # weight of supervised contrast among the batch's clean pictures (category)
     supcon_temperature: float = 0.1
+    # Cross-batch memory negatives only from other categories: the memory's ~8k vectors then push
+    # categories apart, while products within one category are told apart by the in-batch negatives.
+    memory_other_categories: bool = False
 
 
 @dataclass

@@ -29,12 +29,12 @@ def cosine(q, c, labels, margin: float = 0.2):
     return pull + push
 
 
-def infonce(q, c, labels, temperature: float = 0.05, memory=None, memory_labels=None):
+def infonce(q, c, labels, temperature: float = 0.05, memory=None, memory_labels=None, memory_skip=None):
     """Targets spread evenly over every catalogue row with the same label (one, for instances).
 
     `memory`: catalogue vectors from earlier batches (cross-batch memory, Wang et al. 2020), extra
     negatives for the queries at no encoding cost; rows sharing a query's label, and empty rows
-    (label < 0), are left out."""
+    (label < 0), are left out, as are those `memory_skip` (bool, queries x memory) marks."""
     logits = q @ c.T / temperature
     pos = _same(labels, labels).float()
     target = pos / pos.sum(1, keepdim=True)
@@ -42,7 +42,8 @@ def infonce(q, c, labels, temperature: float = 0.05, memory=None, memory_labels=
     if memory is not None:
         extra = q @ memory.T / temperature
         # A large negative, not -inf: soft-target cross-entropy multiplies it by a zero target.
-        extra = extra.masked_fill(_same(labels, memory_labels) | (memory_labels < 0)[None, :], -1e4)
+        drop = _same(labels, memory_labels) | (memory_labels < 0)[None, :]
+        extra = extra.masked_fill(drop if memory_skip is None else drop | memory_skip, -1e4)
         to_catalogue = torch.cat([logits, extra], 1)
         target_q = torch.cat([target, target.new_zeros(extra.shape)], 1)
     else:

@@ -57,6 +57,8 @@ class Objective(nn.Module):
             self.register_buffer("memory", torch.zeros(m, cfg.model.dim))
             self.register_buffer("memory_ids", torch.full((m,), -1, dtype=torch.long))
             self.register_buffer("memory_next", torch.zeros((), dtype=torch.long))
+            if cfg.loss.memory_other_categories:
+                self.register_buffer("memory_cats", torch.full((m,), -1, dtype=torch.long))
 
     def forward(self, q, c, inst, cat, old_c=None, teacher=None):
         L = self.cfg.loss
@@ -70,7 +72,7 @@ class Objective(nn.Module):
             parts["clean_supcon"] = L.clean_supcon * supcon(ec, cat, L.supcon_temperature)
         world = dist.get_world_size() if dist.is_initialized() else 1
         if world > 1:
-            eq, ec, inst = (_gather(t) for t in (eq, ec, inst))
+            eq, ec, inst, cat = (_gather(t) for t in (eq, ec, inst, cat))
             old_c = _gather(old_c) if old_c is not None else None
             teacher = tuple(_gather(t) for t in teacher) if teacher is not None else None
         batch = {}
@@ -78,13 +80,15 @@ class Objective(nn.Module):
             kw = {"temperature": L.temperature} if L.pair == "infonce" else {"margin": L.margin}
             if L.memory:   # a copy: the ring is overwritten below, before backward reads it
                 kw.update(memory=self.memory.clone(), memory_labels=self.memory_ids.clone())
+                if L.memory_other_categories:   # the memory spreads categories apart, not products within one
+                    kw["memory_skip"] = cat[:, None] == self.memory_cats.clone()[None, :]
             batch["pair"] = PAIR_LOSSES[L.pair](eq, ec, inst, **kw)
             if L.memory and self.training:
-                keep, ids = ec.detach(), inst
+                keep, ids, cats = ec.detach(), inst, cat
                 if world > 1:   # back to the batch's order, so the ring matches one process slot by slot
                     order = torch.argsort(torch.cat([torch.arange(r, len(ids), world) for r in range(world)]))
-                    keep, ids = keep[order], ids[order]
-                self._remember(keep, ids)
+                    keep, ids, cats = keep[order], ids[order], cats[order]
+                self._remember(keep, ids, cats)
         if old_c is not None:   # new queries must find the old catalogue vectors
             batch["compat"] = self.cfg.compat.weight * infonce(eq, old_c, inst, L.temperature)
         if teacher is not None:  # match the teacher's vectors and its query-catalogue similarities
@@ -98,12 +102,14 @@ class Objective(nn.Module):
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
     @torch.no_grad()
-    def _remember(self, vectors: torch.Tensor, ids: torch.Tensor) -> None:
+    def _remember(self, vectors: torch.Tensor, ids: torch.Tensor, cats: torch.Tensor) -> None:
         m = len(self.memory)
         n = min(len(vectors), m)
         slots = (int(self.memory_next) + torch.arange(n)) % m
         self.memory[slots] = vectors[-n:]
         self.memory_ids[slots] = ids[-n:]
+        if hasattr(self, "memory_cats"):
+            self.memory_cats[slots] = cats[-n:]
         self.memory_next.fill_((int(self.memory_next) + n) % m)
 
 
