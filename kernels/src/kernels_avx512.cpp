@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "skulens/simd.h"
 
@@ -17,6 +18,7 @@ namespace skulens {
 namespace {
 
 constexpr size_t kL1Slice = 16 * 1024;  // bytes of rows kept in L1 across a batch
+constexpr size_t kPrefetchAhead = 16 * 1024;  // measured: 8-64 KiB alike, L1 (T0) hint no worse
 
 // lane l of the result = horizontal sum of v[l]. Every lane uses the same
 // addition tree, so a row's score does not depend on its slot in the tile.
@@ -81,19 +83,17 @@ struct F16 {
   static Acc mac(Acc a, __m512 x, __m512 q) { return _mm512_fmadd_ps(x, q, a); }
 };
 
-// VNNI multiplies u8 x s8: the query is shifted by +128 (xor of the sign bit)
-// and the epilogue subtracts 128 * sum(row codes).
+// VNNI multiplies u8 x s8: the query is shifted by +128 (xor of the sign bit,
+// once per call in score_i8) and the epilogue subtracts 128 * sum(row codes).
 struct I8 {
   using T = int8_t;
-  using Q = int8_t;
+  using Q = uint8_t;
   using Acc = __m512i;
   static constexpr bool kFloat = false;
   static constexpr size_t kStep = 64;
   static Acc zero() { return _mm512_setzero_si512(); }
   static __m512i row(const T* p) { return _mm512_load_si512(p); }
-  static __m512i qry(const Q* p) {
-    return _mm512_xor_si512(_mm512_load_si512(p), _mm512_set1_epi8(static_cast<char>(0x80)));
-  }
+  static __m512i qry(const Q* p) { return _mm512_loadu_si512(p); }
   static Acc mac(Acc a, __m512i x, __m512i q) { return _mm512_dpbusd_epi32(a, q, x); }
 };
 
@@ -103,12 +103,13 @@ inline void tile(const typename S::Q* const* qp, const typename S::T* const* rp,
   static_assert(NQ * NR == 16, "tile must hold 16 accumulators");
   for (int i = 0; i < 16; ++i) acc[i] = S::zero();
   if constexpr (NQ == 1) {
-    // One query is memory-bound: walk the rows in address order so the
-    // hardware prefetcher sees one linear stream; out-of-order execution
-    // overlaps the 16 independent accumulation chains.
+    // One query is memory-bound: the 16 rows' chains advance together, each
+    // query chunk loaded once and 16 independent FMAs in flight per step.
+    for (size_t j = 0; j < dpad; j += S::kStep) {
+      const auto qv = S::qry(qp[0] + j);
 #pragma GCC unroll 16
-    for (int r = 0; r < NR; ++r)
-      for (size_t j = 0; j < dpad; j += S::kStep) acc[r] = S::mac(acc[r], S::row(rp[r] + j), S::qry(qp[0] + j));
+      for (int r = 0; r < NR; ++r) acc[r] = S::mac(acc[r], S::row(rp[r] + j), qv);
+    }
     return;
   }
   for (size_t j = 0; j < dpad; j += S::kStep) {
@@ -123,9 +124,12 @@ inline void tile(const typename S::Q* const* qp, const typename S::T* const* rp,
 
 // Scores rows [0, nrows) for queries [q0, q0+NQ); raw results (float dots or
 // int32 code dots stored bit-for-bit) go to out.
+// pf_next: rows of the next slice, pulled into L2 a tile's worth at a time so the
+// next slice's first pass does not wait on L3 or DRAM (nullptr: none).
 template <class S, int NQ, int NR>
 void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
-                 const uint32_t* ids, size_t nrows, size_t dpad, float* out, size_t ldo) {
+                 const uint32_t* ids, size_t nrows, size_t dpad, float* out, size_t ldo,
+                 const typename S::T* pf_next = nullptr) {
   const typename S::Q* qp[NQ];
   for (int i = 0; i < NQ; ++i) qp[i] = q + (q0 + i) * dpad;
   typename S::Acc acc[16];
@@ -135,6 +139,17 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
     for (int r = 0; r < NR; ++r) {
       const size_t ii = std::min(i + r, nrows - 1);  // tail rows repeat the last one
       rp[r] = rows + (ids ? ids[ii] : ii) * dpad;
+    }
+    if (NQ == 1 && !ids) {
+      // A single query streams the rows once: fetch kPrefetchAhead bytes ahead,
+      // which keeps more lines in flight than the hardware prefetcher does here.
+      const char* pf = reinterpret_cast<const char*>(rows + i * dpad) + kPrefetchAhead;
+      // (A prefetch past the buffer is harmless: it is a hint and never faults.)
+      for (size_t b = 0; b < NR * dpad * sizeof(typename S::T); b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+    }
+    if (pf_next) {
+      const char* pf = reinterpret_cast<const char*>(pf_next + i * dpad);
+      for (size_t b = 0; b < NR * dpad * sizeof(typename S::T); b += 64) _mm_prefetch(pf + b, _MM_HINT_T1);
     }
     tile<S, NQ, NR>(qp, rp, dpad, acc);
     if constexpr (S::kFloat) {
@@ -151,9 +166,53 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
   }
 }
 
+// One query over contiguous rows, the row length known at compile time: every
+// load is one base register plus an immediate, so the 16 row streams need no
+// pointer registers (the generic tile spills them) and the loops unroll fully.
+// Same FMA chains and reduce16 as tile<S, 1, 16>: bit-identical scores.
+template <class S, size_t DPAD>
+void score_stream(const typename S::Q* q, const typename S::T* rows, size_t nrows, float* out) {
+  constexpr size_t kTileBytes = 16 * DPAD * sizeof(typename S::T);
+  typename S::Acc acc[16];
+  size_t i = 0;
+  for (; i + 16 <= nrows; i += 16) {
+    const typename S::T* p = rows + i * DPAD;
+    const char* pf = reinterpret_cast<const char*>(p) + kPrefetchAhead;
+#pragma GCC unroll 64
+    for (size_t b = 0; b < kTileBytes; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+    for (int r = 0; r < 16; ++r) acc[r] = S::zero();
+#pragma GCC unroll 64
+    for (size_t j = 0; j < DPAD; j += S::kStep) {
+      const auto qv = S::qry(q + j);
+#pragma GCC unroll 16
+      for (int r = 0; r < 16; ++r) acc[r] = S::mac(acc[r], S::row(p + r * DPAD + j), qv);
+    }
+    if constexpr (S::kFloat) {
+      _mm512_storeu_ps(out + i, reduce16(acc));
+    } else {
+      _mm512_storeu_si512(out + i, reduce16(acc));
+    }
+  }
+  if (i < nrows) score_group<S, 1, 16>(q, 0, rows + i * DPAD, nullptr, nrows - i, DPAD, out + i, 0);
+}
+
+template <class S>
+bool try_stream(const typename S::Q* q, const typename S::T* rows, size_t nrows, size_t dpad, float* out) {
+  switch (dpad) {
+    case 64: score_stream<S, 64>(q, rows, nrows, out); return true;
+    case 128: score_stream<S, 128>(q, rows, nrows, out); return true;
+    case 192: score_stream<S, 192>(q, rows, nrows, out); return true;
+    case 256: score_stream<S, 256>(q, rows, nrows, out); return true;
+    case 384: score_stream<S, 384>(q, rows, nrows, out); return true;
+    case 512: score_stream<S, 512>(q, rows, nrows, out); return true;
+    default: return false;
+  }
+}
+
 template <class S>
 void score_all(const typename S::Q* q, size_t nq, const typename S::T* rows, const uint32_t* ids,
                size_t nrows, size_t dpad, float* out, size_t ldo) {
+  if (nq == 1 && !ids && try_stream<S>(q, rows, nrows, dpad, out)) return;
   // Rows in L1-sized slices; every query group sweeps a slice while it is hot,
   // so each row chunk is fetched from memory once for the whole batch.
   const size_t slice = std::max<size_t>(16, kL1Slice / (dpad * sizeof(typename S::T)) / 16 * 16);
@@ -162,8 +221,10 @@ void score_all(const typename S::Q* q, size_t nq, const typename S::T* rows, con
     const typename S::T* base = ids ? rows : rows + r0 * dpad;
     const uint32_t* sid = ids ? ids + r0 : nullptr;
     float* o = out + r0;
+    // The first group of a batch prefetches the next contiguous slice.
+    const typename S::T* next = !ids && nq >= 4 && r0 + slice < nrows ? rows + (r0 + slice) * dpad : nullptr;
     size_t q0 = 0;
-    for (; q0 + 4 <= nq; q0 += 4) score_group<S, 4, 4>(q, q0, base, sid, nr, dpad, o, ldo);
+    for (; q0 + 4 <= nq; q0 += 4, next = nullptr) score_group<S, 4, 4>(q, q0, base, sid, nr, dpad, o, ldo, next);
     for (; q0 + 2 <= nq; q0 += 2) score_group<S, 2, 8>(q, q0, base, sid, nr, dpad, o, ldo);
     for (; q0 < nq; ++q0) score_group<S, 1, 16>(q, q0, base, sid, nr, dpad, o, ldo);
   }
@@ -176,13 +237,33 @@ void score_f32(const float* q, size_t nq, const float* rows, const uint32_t* ids
 
 void score_f16(const float* q, size_t nq, const uint16_t* rows, const uint32_t* ids,
                size_t nrows, size_t dpad, float* out, size_t ldo) {
-  score_all<F16>(q, nq, rows, ids, nrows, dpad, out, ldo);
+  if (nq < 4) {
+    score_all<F16>(q, nq, rows, ids, nrows, dpad, out, ldo);
+    return;
+  }
+  // A batch widens each L1 slice of rows to fp32 once and scores it as fp32:
+  // otherwise every query group converts every row again (2 of its 3 uops).
+  const size_t slice = std::max<size_t>(16, kL1Slice / (dpad * sizeof(float)) / 16 * 16);
+  thread_local std::vector<float> wide;
+  wide.resize(slice * dpad + 16);
+  float* w = wide.data() + (16 - reinterpret_cast<uintptr_t>(wide.data()) / 4 % 16) % 16;  // 64-byte aligned
+  for (size_t r0 = 0; r0 < nrows; r0 += slice) {
+    const size_t nr = std::min(slice, nrows - r0);
+    for (size_t r = 0; r < nr; ++r) {
+      const uint16_t* src = rows + (ids ? ids[r0 + r] : r0 + r) * dpad;
+      for (size_t j = 0; j < dpad; j += 16) _mm512_store_ps(w + r * dpad + j, F16::row(src + j));
+    }
+    score_all<F32>(q, nq, w, nullptr, nr, dpad, out + r0, ldo);
+  }
 }
 
 void score_i8(const int8_t* q, const float* qscale, size_t nq, const int8_t* rows,
               const float* rscale, const int32_t* rsum, const uint32_t* ids, size_t nrows,
               size_t dpad, float* out, size_t ldo) {
-  score_all<I8>(q, nq, rows, ids, nrows, dpad, out, ldo);
+  thread_local std::vector<uint8_t> shifted;
+  shifted.resize(nq * dpad);
+  for (size_t i = 0; i < nq * dpad; ++i) shifted[i] = static_cast<uint8_t>(q[i]) ^ 0x80u;
+  score_all<I8>(shifted.data(), nq, rows, ids, nrows, dpad, out, ldo);
   // Epilogue: raw = sum((q+128) x) -> score = qs * rs * (raw - 128 sum(x)).
   for (size_t qi = 0; qi < nq; ++qi) {
     float* o = out + qi * ldo;
