@@ -230,6 +230,120 @@ void score_all(const typename S::Q* q, size_t nq, const typename S::T* rows, con
   }
 }
 
+// ---- int8 batches: transposed panels -----------------------------------------
+// At small d the tile's horizontal reduce costs as much as its VNNI work. A
+// batch instead packs 32 rows into two panels of [dword t][16 rows] (a 16x16
+// transpose of 32-bit words: 4 codes of one row per word) and adds, per query,
+// vpdpbusd(query word t broadcast, panel[t]): 16 rows' sums per instruction and
+// nothing to reduce. Integer sums are exact, so the scores equal the tile's bit
+// for bit and the pack is paid once for the whole batch.
+constexpr size_t kPanelRows = 32;
+
+inline void transpose16(__m512i* v) {
+  __m512i t[16];
+  for (int k = 0; k < 8; ++k) {
+    t[2 * k] = _mm512_unpacklo_epi32(v[2 * k], v[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_epi32(v[2 * k], v[2 * k + 1]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    v[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+    v[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+    v[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+    v[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+  }
+  for (int k = 0; k < 4; ++k) {
+    t[k] = _mm512_shuffle_i32x4(v[k], v[4 + k], 0x88);
+    t[4 + k] = _mm512_shuffle_i32x4(v[k], v[4 + k], 0xDD);
+    t[8 + k] = _mm512_shuffle_i32x4(v[8 + k], v[12 + k], 0x88);
+    t[12 + k] = _mm512_shuffle_i32x4(v[8 + k], v[12 + k], 0xDD);
+  }
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm512_shuffle_i32x4(t[k], t[8 + k], 0x88);
+    v[8 + k] = _mm512_shuffle_i32x4(t[k], t[8 + k], 0xDD);
+    v[4 + k] = _mm512_shuffle_i32x4(t[4 + k], t[12 + k], 0x88);
+    v[12 + k] = _mm512_shuffle_i32x4(t[4 + k], t[12 + k], 0xDD);
+  }
+}
+
+// panel[t * 16 + r] = word t of row r0 + r; rows past nr repeat the last one.
+void pack_i8(const int8_t* rows, const uint32_t* ids, size_t r0, size_t nr, size_t dpad, int32_t* panel) {
+  const int8_t* rp[16];
+  for (size_t r = 0; r < 16; ++r) {
+    const size_t i = r0 + std::min(r, nr - 1);
+    rp[r] = rows + (ids ? ids[i] : i) * dpad;
+  }
+  __m512i v[16];
+  for (size_t t = 0; t < dpad / 4; t += 16) {
+    for (int r = 0; r < 16; ++r) v[r] = _mm512_load_si512(rp[r] + 4 * t);
+    transpose16(v);
+    for (int k = 0; k < 16; ++k) _mm512_store_si512(panel + (t + k) * 16, v[k]);
+  }
+}
+
+// acc += u8 x s8 in place. Inline asm: GCC copies the accumulators of an
+// unrolled _mm512_dpbusd_epi32 chain from register to register every step.
+inline void dpbusd(__m512i& acc, __m512i u8, __m512i s8) {
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+}
+
+// Raw int32 dots of queries [q0, q0+NQ) with the two panels. qt: the batch's
+// query words transposed, qt[t * nqp + q], so the broadcasts of one step are one
+// pointer plus small immediates.
+template <int NQ>
+void panel_group_i8(const int32_t* qt, size_t nqp, size_t q0, const int32_t* panel, size_t words,
+                    size_t nr, float* out, size_t ldo) {
+  __m512i acc[2 * NQ];
+#pragma GCC unroll 16
+  for (int i = 0; i < 2 * NQ; ++i) acc[i] = _mm512_setzero_si512();
+  const int32_t* p0 = panel;
+  const int32_t* p1 = panel + words * 16;
+  const int32_t* qp = qt + q0;
+  for (size_t t = 0; t < words; ++t, p0 += 16, p1 += 16, qp += nqp) {
+    const __m512i a = _mm512_load_si512(p0), b = _mm512_load_si512(p1);
+#pragma GCC unroll 8
+    for (int i = 0; i < NQ; ++i) {
+      const __m512i x = _mm512_set1_epi32(qp[i]);
+      dpbusd(acc[2 * i], x, a);
+      dpbusd(acc[2 * i + 1], x, b);
+    }
+  }
+  const __mmask16 m0 = nr >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << nr) - 1);
+  const __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : static_cast<__mmask16>((1u << (nr - 16)) - 1);
+#pragma GCC unroll 8
+  for (int i = 0; i < NQ; ++i) {
+    _mm512_mask_storeu_epi32(out + (q0 + i) * ldo, m0, acc[2 * i]);
+    _mm512_mask_storeu_epi32(out + (q0 + i) * ldo + 16, m1, acc[2 * i + 1]);
+  }
+}
+
+void score_panels_i8(const uint8_t* q, size_t nq, const int8_t* rows, const uint32_t* ids, size_t nrows,
+                     size_t dpad, float* out, size_t ldo) {
+  const size_t words = dpad / 4;
+  thread_local std::vector<int32_t> buf, qbuf;
+  buf.resize(kPanelRows * words + 16);
+  int32_t* panel = buf.data() + (16 - reinterpret_cast<uintptr_t>(buf.data()) / 4 % 16) % 16;
+  qbuf.resize(words * nq);
+  for (size_t i = 0; i < nq; ++i)
+    for (size_t t = 0; t < words; ++t) std::memcpy(&qbuf[t * nq + i], q + i * dpad + 4 * t, 4);
+  for (size_t r0 = 0; r0 < nrows; r0 += kPanelRows) {
+    const size_t nr = std::min(kPanelRows, nrows - r0);
+    pack_i8(rows, ids, r0, std::min<size_t>(nr, 16), dpad, panel);
+    pack_i8(rows, ids, nr > 16 ? r0 + 16 : r0, nr > 16 ? nr - 16 : std::min<size_t>(nr, 16), dpad,
+            panel + words * 16);
+    // The next 32 rows head for L2 while these are scored.
+    for (size_t r = r0 + kPanelRows; r < std::min(nrows, r0 + 2 * kPanelRows); ++r) {
+      const char* p = reinterpret_cast<const char*>(rows + (ids ? ids[r] : r) * dpad);
+      for (size_t b = 0; b < dpad; b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
+    }
+    float* o = out + r0;
+    size_t q0 = 0;
+    for (; q0 + 8 <= nq; q0 += 8) panel_group_i8<8>(qbuf.data(), nq, q0, panel, words, nr, o, ldo);
+    for (; q0 + 4 <= nq; q0 += 4) panel_group_i8<4>(qbuf.data(), nq, q0, panel, words, nr, o, ldo);
+    for (; q0 + 2 <= nq; q0 += 2) panel_group_i8<2>(qbuf.data(), nq, q0, panel, words, nr, o, ldo);
+    for (; q0 < nq; ++q0) panel_group_i8<1>(qbuf.data(), nq, q0, panel, words, nr, o, ldo);
+  }
+}
+
 void score_f32(const float* q, size_t nq, const float* rows, const uint32_t* ids, size_t nrows,
                size_t dpad, float* out, size_t ldo) {
   score_all<F32>(q, nq, rows, ids, nrows, dpad, out, ldo);
@@ -262,8 +376,14 @@ void score_i8(const int8_t* q, const float* qscale, size_t nq, const int8_t* row
               size_t dpad, float* out, size_t ldo) {
   thread_local std::vector<uint8_t> shifted;
   shifted.resize(nq * dpad);
-  for (size_t i = 0; i < nq * dpad; ++i) shifted[i] = static_cast<uint8_t>(q[i]) ^ 0x80u;
-  score_all<I8>(shifted.data(), nq, rows, ids, nrows, dpad, out, ldo);
+  for (size_t i = 0; i < nq * dpad; i += 64)  // dpad is a multiple of 64
+    _mm512_storeu_si512(shifted.data() + i, _mm512_xor_si512(_mm512_loadu_si512(q + i),
+                                                              _mm512_set1_epi8(static_cast<char>(0x80))));
+  if (nq >= 2) {
+    score_panels_i8(shifted.data(), nq, rows, ids, nrows, dpad, out, ldo);
+  } else {
+    score_all<I8>(shifted.data(), nq, rows, ids, nrows, dpad, out, ldo);
+  }
   // Epilogue: raw = sum((q+128) x) -> score = qs * rs * (raw - 128 sum(x)).
   for (size_t qi = 0; qi < nq; ++qi) {
     float* o = out + qi * ldo;

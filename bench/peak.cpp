@@ -1,0 +1,71 @@
+// Compute ceilings of one core for the exact kernel's inner steps (AVX-512), so
+// bench/RESULTS.md can say which targets arithmetic alone rules out:
+//   fp32  FMA on 16 floats                       (16 MACs)
+//   fp16  widen 16 halves (vcvtph2ps) + FMA      (16 MACs)
+//   int8  VNNI vpdpbusd on 64 bytes              (64 MACs)
+// Twelve independent chains, operands in L1: no memory in the way.
+// Build: g++ -O2 -mavx512f -mavx512vnni -mf16c -mfma bench/peak.cpp -o /tmp/peak && /tmp/peak
+#include <immintrin.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+
+#define REP(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+alignas(64) static uint16_t halves[12 * 16];
+
+static double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+int main() {
+  const long n = 100000000;
+  for (auto& h : halves) h = 0x3c00;  // 1.0
+  {
+#define DECL(i) __m512 a##i = _mm512_set1_ps(i * 1e-3f);
+    REP(DECL)
+    const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-6f);
+    const auto t = std::chrono::steady_clock::now();
+    for (long k = 0; k < n; ++k) {
+#define STEP(i) a##i = _mm512_fmadd_ps(a##i, x, y);
+      REP(STEP)
+      __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3));
+    }
+    const double s = seconds_since(t);
+    float sink = 0;
+#define SUM(i) sink += _mm512_reduce_add_ps(a##i);
+    REP(SUM)
+    std::printf("fp32 fma        %6.1f GMAC/s  (%g)\n", 12.0 * 16 * n / s / 1e9, sink);
+  }
+  {
+    REP(DECL)
+    const __m512 y = _mm512_set1_ps(1e-9f);
+    const auto t = std::chrono::steady_clock::now();
+    for (long k = 0; k < n / 2; ++k) {
+#define CSTEP(i) a##i = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_load_si256( \
+                     reinterpret_cast<const __m256i*>(halves + (i) * 16))), y, a##i);
+      REP(CSTEP)
+      __asm__ volatile("" ::: "memory");
+    }
+    const double s = seconds_since(t);
+    float sink = 0;
+    REP(SUM)
+    std::printf("fp16 cvt + fma  %6.1f GMAC/s  (%g)\n", 12.0 * 16 * (n / 2) / s / 1e9, sink);
+  }
+  {
+#define IDECL(i) __m512i b##i = _mm512_set1_epi32(i);
+    REP(IDECL)
+    const __m512i u = _mm512_set1_epi8(3), v = _mm512_set1_epi8(5);
+    const auto t = std::chrono::steady_clock::now();
+    for (long k = 0; k < n / 2; ++k) {
+#define ISTEP(i) b##i = _mm512_dpbusd_epi32(b##i, u, v);
+      REP(ISTEP)
+      __asm__ volatile("" : "+v"(b0), "+v"(b1), "+v"(b2), "+v"(b3));
+    }
+    const double s = seconds_since(t);
+    long long sink = 0;
+#define ISUM(i) sink += _mm512_reduce_add_epi32(b##i);
+    REP(ISUM)
+    std::printf("int8 vnni       %6.1f GMAC/s  (%lld)\n", 12.0 * 64 * (n / 2) / s / 1e9, sink);
+  }
+}
