@@ -2,6 +2,14 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include "skulens/simd.h"
 
 namespace skulens {
@@ -13,6 +21,23 @@ bool has_avx512() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512vnni");
+}
+// AMX needs the CPU (CPUID.7.0:EDX bits 24 tile, 25 int8) and the OS: Linux
+// hands out the tile state only to a process that asks (arch_prctl, once).
+bool has_amx() {
+  static const bool ok = [] {
+    if (!has_avx512()) return false;
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if (!((d >> 24) & 1u) || !((d >> 25) & 1u)) return false;
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+  }();
+  return ok;
 }
 bool has_avx2() {
   __builtin_cpu_init();
@@ -28,6 +53,7 @@ const Kernels& detect() {
     // Unknown or unsupported cap: fall through to the best available.
   }
 #if defined(__x86_64__) || defined(_M_X64)
+  if (has_amx()) return kAmxKernels;
   if (has_avx512()) return kAvx512Kernels;
   if (has_avx2()) return kAvx2Kernels;
 #endif
@@ -41,6 +67,7 @@ const Kernels* kernels_by_name(const char* name) {
 #if defined(__x86_64__) || defined(_M_X64)
   if (std::strcmp(name, "avx2") == 0 && has_avx2()) return &kAvx2Kernels;
   if (std::strcmp(name, "avx512") == 0 && has_avx512()) return &kAvx512Kernels;
+  if (std::strcmp(name, "amx") == 0 && has_amx()) return &kAmxKernels;
 #endif
   return nullptr;
 }

@@ -1,5 +1,6 @@
-// AVX-512 (F/BW/VL/DQ + VNNI) kernels. Compiled with those target flags only;
-// reached only after cpu.cpp has checked the CPU supports them.
+// AVX-512 (F/BW/VL/DQ + VNNI) kernels, plus the AMX int8 batch path. Compiled
+// with those target flags only; reached only after cpu.cpp has checked the CPU
+// (and, for AMX, the OS) supports them.
 //
 // Micro-kernel: a tile of Q queries x R rows (Q*R = 16) keeps 16 accumulators
 // in registers; each loaded row chunk feeds Q FMAs, so a batch reads every row
@@ -371,6 +372,33 @@ void score_f16(const float* q, size_t nq, const uint16_t* rows, const uint32_t* 
   }
 }
 
+// score = qs * rs * dot, where dot = raw - 128 * sum(row codes) when the query
+// was shifted to u8 (VNNI), raw itself otherwise (AMX multiplies s8 x s8).
+void epilogue_i8(const float* qscale, size_t nq, const float* rscale, const int32_t* rsum,
+                 const uint32_t* ids, size_t nrows, float* out, size_t ldo, bool shifted) {
+  const __m512i keep = _mm512_set1_epi32(shifted ? -1 : 0);
+  for (size_t qi = 0; qi < nq; ++qi) {
+    float* o = out + qi * ldo;
+    const __m512 qs = _mm512_set1_ps(qscale[qi]);
+    size_t i = 0;
+    if (!ids) {
+      for (; i + 16 <= nrows; i += 16) {
+        const __m512i raw = _mm512_loadu_si512(o + i);
+        const __m512i off = _mm512_and_si512(_mm512_slli_epi32(_mm512_loadu_si512(rsum + i), 7), keep);
+        const __m512 sc = _mm512_mul_ps(_mm512_mul_ps(qs, _mm512_loadu_ps(rscale + i)),
+                                        _mm512_cvtepi32_ps(_mm512_sub_epi32(raw, off)));
+        _mm512_storeu_ps(o + i, sc);
+      }
+    }
+    for (; i < nrows; ++i) {
+      const size_t r = ids ? ids[i] : i;
+      int32_t raw;
+      std::memcpy(&raw, o + i, 4);
+      o[i] = (qscale[qi] * rscale[r]) * static_cast<float>(raw - (shifted ? rsum[r] << 7 : 0));
+    }
+  }
+}
+
 void score_i8(const int8_t* q, const float* qscale, size_t nq, const int8_t* rows,
               const float* rscale, const int32_t* rsum, const uint32_t* ids, size_t nrows,
               size_t dpad, float* out, size_t ldo) {
@@ -384,27 +412,81 @@ void score_i8(const int8_t* q, const float* qscale, size_t nq, const int8_t* row
   } else {
     score_all<I8>(shifted.data(), nq, rows, ids, nrows, dpad, out, ldo);
   }
-  // Epilogue: raw = sum((q+128) x) -> score = qs * rs * (raw - 128 sum(x)).
-  for (size_t qi = 0; qi < nq; ++qi) {
-    float* o = out + qi * ldo;
-    const __m512 qs = _mm512_set1_ps(qscale[qi]);
-    size_t i = 0;
-    if (!ids) {
-      for (; i + 16 <= nrows; i += 16) {
-        const __m512i raw = _mm512_loadu_si512(o + i);
-        const __m512i dot = _mm512_sub_epi32(raw, _mm512_slli_epi32(_mm512_loadu_si512(rsum + i), 7));
-        const __m512 s = _mm512_mul_ps(_mm512_mul_ps(qs, _mm512_loadu_ps(rscale + i)),
-                                       _mm512_cvtepi32_ps(dot));
-        _mm512_storeu_ps(o + i, s);
+  epilogue_i8(qscale, nq, rscale, rsum, ids, nrows, out, ldo, true);
+}
+
+// ---- int8 batches on AMX (Sapphire Rapids and later) ---------------------------
+// The panels above are exactly AMX's B-tile layout (K/4 rows of 16 x 4 bytes), so
+// a batch runs on the tile unit: TDPBSSD multiplies 16 queries x 64 codes by 64
+// codes x 16 rows (16,384 MACs per instruction, s8 x s8, no shift). Integer sums:
+// the scores equal the VNNI paths' bit for bit. Tiles: C0-C3 the 2x2 blocks of
+// (16 queries, 16 rows), A4-A5 two query blocks, B6-B7 the two panels.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void score_i8_amx(const int8_t* q, const float* qscale, size_t nq, const int8_t* rows,
+                  const float* rscale, const int32_t* rsum, const uint32_t* ids, size_t nrows,
+                  size_t dpad, float* out, size_t ldo) {
+  if (nq < 2) return score_i8(q, qscale, nq, rows, rscale, rsum, ids, nrows, dpad, out, ldo);
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+  // Queries padded with zero rows to whole blocks of 32 (two A tiles).
+  const size_t nqp = (nq + 31) / 32 * 32, words = dpad / 4;
+  thread_local std::vector<int8_t> qpad;
+  qpad.assign(nqp * dpad, 0);
+  std::memcpy(qpad.data(), q, nq * dpad);
+  thread_local std::vector<int32_t> buf;
+  buf.resize(kPanelRows * words + 16);
+  int32_t* panel = buf.data() + (16 - reinterpret_cast<uintptr_t>(buf.data()) / 4 % 16) % 16;
+  int32_t* panel1 = panel + words * 16;
+  alignas(64) int32_t c[4][16 * 16];
+  for (size_t r0 = 0; r0 < nrows; r0 += kPanelRows) {
+    const size_t nr = std::min(kPanelRows, nrows - r0);
+    pack_i8(rows, ids, r0, std::min<size_t>(nr, 16), dpad, panel);
+    pack_i8(rows, ids, nr > 16 ? r0 + 16 : r0, nr > 16 ? nr - 16 : std::min<size_t>(nr, 16), dpad, panel1);
+    for (size_t r = r0 + kPanelRows; r < std::min(nrows, r0 + 2 * kPanelRows); ++r) {
+      const char* p = reinterpret_cast<const char*>(rows + (ids ? ids[r] : r) * dpad);
+      for (size_t b = 0; b < dpad; b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
+    }
+    for (size_t q0 = 0; q0 < nq; q0 += 32) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      const int8_t* a = qpad.data() + q0 * dpad;
+      for (size_t k = 0; k < dpad; k += 64) {
+        _tile_loadd(4, a + k, dpad);
+        _tile_loadd(5, a + 16 * dpad + k, dpad);
+        _tile_loadd(6, panel + k / 4 * 16, 64);
+        _tile_loadd(7, panel1 + k / 4 * 16, 64);
+        _tile_dpbssd(0, 4, 6);
+        _tile_dpbssd(1, 4, 7);
+        _tile_dpbssd(2, 5, 6);
+        _tile_dpbssd(3, 5, 7);
+      }
+      _tile_stored(0, c[0], 64);
+      _tile_stored(1, c[1], 64);
+      _tile_stored(2, c[2], 64);
+      _tile_stored(3, c[3], 64);
+      const __mmask16 m0 = nr >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << nr) - 1);
+      const __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : static_cast<__mmask16>((1u << (nr - 16)) - 1);
+      for (size_t i = 0; i < 32 && q0 + i < nq; ++i) {
+        const int blk = i < 16 ? 0 : 2;
+        float* o = out + (q0 + i) * ldo + r0;
+        _mm512_mask_storeu_epi32(o, m0, _mm512_load_si512(c[blk] + (i % 16) * 16));
+        _mm512_mask_storeu_epi32(o + 16, m1, _mm512_load_si512(c[blk + 1] + (i % 16) * 16));
       }
     }
-    for (; i < nrows; ++i) {
-      const size_t r = ids ? ids[i] : i;
-      int32_t raw;
-      std::memcpy(&raw, o + i, 4);
-      o[i] = (qscale[qi] * rscale[r]) * static_cast<float>(raw - (rsum[r] << 7));
-    }
   }
+  _tile_release();
+  epilogue_i8(qscale, nq, rscale, rsum, ids, nrows, out, ldo, false);
 }
 
 size_t select_gt(const float* s, size_t n, float thr, uint32_t* idx) {
@@ -443,5 +525,6 @@ uint64_t stream_read(const void* p, size_t bytes) {
 }  // namespace
 
 const Kernels kAvx512Kernels = {"avx512", score_f32, score_f16, score_i8, select_gt, stream_read};
+const Kernels kAmxKernels = {"amx", score_f32, score_f16, score_i8_amx, select_gt, stream_read};
 
 }  // namespace skulens

@@ -142,7 +142,7 @@ static void test_index_end_to_end() {
 }
 
 int main() {
-  for (const char* name : {"scalar", "avx2", "avx512"}) {
+  for (const char* name : {"scalar", "avx2", "avx512", "amx"}) {
     if (const Kernels* k = kernels_by_name(name)) {
       test_kernels(*k);
       std::printf("kernels %s checked\n", name);

@@ -41,9 +41,10 @@ extern const Kernels kScalarKernels;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const Kernels kAvx2Kernels;
 extern const Kernels kAvx512Kernels;
+extern const Kernels kAmxKernels;  // avx512 with int8 batches on AMX tiles
 #endif
 
-// Best table for this CPU; SKULENS_SIMD=scalar|avx2|avx512 caps the choice
+// Best table for this CPU; SKULENS_SIMD=scalar|avx2|avx512|amx caps the choice
 // (tests use it to exercise every path on one machine).
 const Kernels& best_kernels();
 // Table by name, or nullptr if this CPU cannot run it.
