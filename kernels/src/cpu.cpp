@@ -25,6 +25,9 @@ bool has_avx512() {
 // AMX needs the CPU (CPUID.7.0:EDX bits 24 tile, 25 int8) and the OS: Linux
 // hands out the tile state only to a process that asks (arch_prctl, once).
 bool has_amx() {
+#if !SKULENS_AMX
+  return false;  // compiler without AMX support: no table to run
+#endif
   static const bool ok = [] {
     if (!has_avx512()) return false;
     unsigned a, b, c, d;
@@ -53,7 +56,9 @@ const Kernels& detect() {
     // Unknown or unsupported cap: fall through to the best available.
   }
 #if defined(__x86_64__) || defined(_M_X64)
+#if SKULENS_AMX
   if (has_amx()) return kAmxKernels;
+#endif
   if (has_avx512()) return kAvx512Kernels;
   if (has_avx2()) return kAvx2Kernels;
 #endif
@@ -67,7 +72,9 @@ const Kernels* kernels_by_name(const char* name) {
 #if defined(__x86_64__) || defined(_M_X64)
   if (std::strcmp(name, "avx2") == 0 && has_avx2()) return &kAvx2Kernels;
   if (std::strcmp(name, "avx512") == 0 && has_avx512()) return &kAvx512Kernels;
+#if SKULENS_AMX
   if (std::strcmp(name, "amx") == 0 && has_amx()) return &kAmxKernels;
+#endif
 #endif
   return nullptr;
 }

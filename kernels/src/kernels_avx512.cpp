@@ -415,6 +415,7 @@ void score_i8(const int8_t* q, const float* qscale, size_t nq, const int8_t* row
   epilogue_i8(qscale, nq, rscale, rsum, ids, nrows, out, ldo, true);
 }
 
+#if SKULENS_AMX
 // ---- int8 batches on AMX (Sapphire Rapids and later) ---------------------------
 // The panels above are exactly AMX's B-tile layout (K/4 rows of 16 x 4 bytes), so
 // a batch runs on the tile unit: TDPBSSD multiplies 16 queries x 64 codes by 64
@@ -488,6 +489,7 @@ void score_i8_amx(const int8_t* q, const float* qscale, size_t nq, const int8_t*
   _tile_release();
   epilogue_i8(qscale, nq, rscale, rsum, ids, nrows, out, ldo, false);
 }
+#endif  // SKULENS_AMX
 
 size_t select_gt(const float* s, size_t n, float thr, uint32_t* idx) {
   const __m512 t = _mm512_set1_ps(thr);
@@ -525,6 +527,8 @@ uint64_t stream_read(const void* p, size_t bytes) {
 }  // namespace
 
 const Kernels kAvx512Kernels = {"avx512", score_f32, score_f16, score_i8, select_gt, stream_read};
+#if SKULENS_AMX
 const Kernels kAmxKernels = {"amx", score_f32, score_f16, score_i8_amx, select_gt, stream_read};
+#endif
 
 }  // namespace skulens
