@@ -21,6 +21,14 @@ namespace {
 constexpr size_t kL1Slice = 16 * 1024;  // bytes of rows kept in L1 across a batch
 constexpr size_t kPrefetchAhead = 16 * 1024;  // measured: 8-64 KiB alike, L1 (T0) hint no worse
 
+// n elements of 4-byte T in a per-thread vector, from a 64-byte boundary.
+template <class T>
+T* scratch64(std::vector<T>& v, size_t n) {
+  static_assert(sizeof(T) == 4, "4-byte elements");
+  v.resize(n + 16);
+  return v.data() + (16 - reinterpret_cast<uintptr_t>(v.data()) / 4 % 16) % 16;
+}
+
 // lane l of the result = horizontal sum of v[l]. Every lane uses the same
 // addition tree, so a row's score does not depend on its slot in the tile.
 inline __m512 reduce16(const __m512* v) {
@@ -281,6 +289,24 @@ void pack_i8(const int8_t* rows, const uint32_t* ids, size_t r0, size_t nr, size
   }
 }
 
+// Packs rows [r0, r0 + nr), nr <= 32, into the two panels of a batch step and
+// sends the next 32 rows towards L2 while this step is scored.
+void pack_step(const int8_t* rows, const uint32_t* ids, size_t r0, size_t nr, size_t nrows,
+               size_t dpad, int32_t* panel0, int32_t* panel1) {
+  pack_i8(rows, ids, r0, std::min<size_t>(nr, 16), dpad, panel0);
+  pack_i8(rows, ids, nr > 16 ? r0 + 16 : r0, nr > 16 ? nr - 16 : std::min<size_t>(nr, 16), dpad, panel1);
+  for (size_t r = r0 + kPanelRows; r < std::min(nrows, r0 + 2 * kPanelRows); ++r) {
+    const char* p = reinterpret_cast<const char*>(rows + (ids ? ids[r] : r) * dpad);
+    for (size_t b = 0; b < dpad; b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
+  }
+}
+
+// Store masks of a step's two 16-row halves when only nr <= 32 rows are real.
+inline __mmask16 half_mask(size_t nr, int half) {
+  const size_t n = nr > 16 * half ? std::min<size_t>(16, nr - 16 * half) : 0;
+  return n == 16 ? 0xFFFF : static_cast<__mmask16>((1u << n) - 1);
+}
+
 // acc += u8 x s8 in place. Inline asm: GCC copies the accumulators of an
 // unrolled _mm512_dpbusd_epi32 chain from register to register every step.
 inline void dpbusd(__m512i& acc, __m512i u8, __m512i s8) {
@@ -308,8 +334,7 @@ void panel_group_i8(const int32_t* qt, size_t nqp, size_t q0, const int32_t* pan
       dpbusd(acc[2 * i + 1], x, b);
     }
   }
-  const __mmask16 m0 = nr >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << nr) - 1);
-  const __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : static_cast<__mmask16>((1u << (nr - 16)) - 1);
+  const __mmask16 m0 = half_mask(nr, 0), m1 = half_mask(nr, 1);
 #pragma GCC unroll 8
   for (int i = 0; i < NQ; ++i) {
     _mm512_mask_storeu_epi32(out + (q0 + i) * ldo, m0, acc[2 * i]);
@@ -321,21 +346,13 @@ void score_panels_i8(const uint8_t* q, size_t nq, const int8_t* rows, const uint
                      size_t dpad, float* out, size_t ldo) {
   const size_t words = dpad / 4;
   thread_local std::vector<int32_t> buf, qbuf;
-  buf.resize(kPanelRows * words + 16);
-  int32_t* panel = buf.data() + (16 - reinterpret_cast<uintptr_t>(buf.data()) / 4 % 16) % 16;
+  int32_t* panel = scratch64(buf, kPanelRows * words);
   qbuf.resize(words * nq);
   for (size_t i = 0; i < nq; ++i)
     for (size_t t = 0; t < words; ++t) std::memcpy(&qbuf[t * nq + i], q + i * dpad + 4 * t, 4);
   for (size_t r0 = 0; r0 < nrows; r0 += kPanelRows) {
     const size_t nr = std::min(kPanelRows, nrows - r0);
-    pack_i8(rows, ids, r0, std::min<size_t>(nr, 16), dpad, panel);
-    pack_i8(rows, ids, nr > 16 ? r0 + 16 : r0, nr > 16 ? nr - 16 : std::min<size_t>(nr, 16), dpad,
-            panel + words * 16);
-    // The next 32 rows head for L2 while these are scored.
-    for (size_t r = r0 + kPanelRows; r < std::min(nrows, r0 + 2 * kPanelRows); ++r) {
-      const char* p = reinterpret_cast<const char*>(rows + (ids ? ids[r] : r) * dpad);
-      for (size_t b = 0; b < dpad; b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
-    }
+    pack_step(rows, ids, r0, nr, nrows, dpad, panel, panel + words * 16);
     float* o = out + r0;
     size_t q0 = 0;
     for (; q0 + 8 <= nq; q0 += 8) panel_group_i8<8>(qbuf.data(), nq, q0, panel, words, nr, o, ldo);
@@ -360,8 +377,7 @@ void score_f16(const float* q, size_t nq, const uint16_t* rows, const uint32_t* 
   // otherwise every query group converts every row again (2 of its 3 uops).
   const size_t slice = std::max<size_t>(16, kL1Slice / (dpad * sizeof(float)) / 16 * 16);
   thread_local std::vector<float> wide;
-  wide.resize(slice * dpad + 16);
-  float* w = wide.data() + (16 - reinterpret_cast<uintptr_t>(wide.data()) / 4 % 16) % 16;  // 64-byte aligned
+  float* w = scratch64(wide, slice * dpad);
   for (size_t r0 = 0; r0 < nrows; r0 += slice) {
     const size_t nr = std::min(slice, nrows - r0);
     for (size_t r = 0; r < nr; ++r) {
@@ -444,18 +460,12 @@ void score_i8_amx(const int8_t* q, const float* qscale, size_t nq, const int8_t*
   qpad.assign(nqp * dpad, 0);
   std::memcpy(qpad.data(), q, nq * dpad);
   thread_local std::vector<int32_t> buf;
-  buf.resize(kPanelRows * words + 16);
-  int32_t* panel = buf.data() + (16 - reinterpret_cast<uintptr_t>(buf.data()) / 4 % 16) % 16;
+  int32_t* panel = scratch64(buf, kPanelRows * words);
   int32_t* panel1 = panel + words * 16;
   alignas(64) int32_t c[4][16 * 16];
   for (size_t r0 = 0; r0 < nrows; r0 += kPanelRows) {
     const size_t nr = std::min(kPanelRows, nrows - r0);
-    pack_i8(rows, ids, r0, std::min<size_t>(nr, 16), dpad, panel);
-    pack_i8(rows, ids, nr > 16 ? r0 + 16 : r0, nr > 16 ? nr - 16 : std::min<size_t>(nr, 16), dpad, panel1);
-    for (size_t r = r0 + kPanelRows; r < std::min(nrows, r0 + 2 * kPanelRows); ++r) {
-      const char* p = reinterpret_cast<const char*>(rows + (ids ? ids[r] : r) * dpad);
-      for (size_t b = 0; b < dpad; b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
-    }
+    pack_step(rows, ids, r0, nr, nrows, dpad, panel, panel1);
     for (size_t q0 = 0; q0 < nq; q0 += 32) {
       _tile_zero(0);
       _tile_zero(1);
@@ -476,8 +486,7 @@ void score_i8_amx(const int8_t* q, const float* qscale, size_t nq, const int8_t*
       _tile_stored(1, c[1], 64);
       _tile_stored(2, c[2], 64);
       _tile_stored(3, c[3], 64);
-      const __mmask16 m0 = nr >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << nr) - 1);
-      const __mmask16 m1 = nr >= 32 ? 0xFFFF : nr <= 16 ? 0 : static_cast<__mmask16>((1u << (nr - 16)) - 1);
+      const __mmask16 m0 = half_mask(nr, 0), m1 = half_mask(nr, 1);
       for (size_t i = 0; i < 32 && q0 + i < nq; ++i) {
         const int blk = i < 16 ? 0 : 2;
         float* o = out + (q0 + i) * ldo + r0;
