@@ -388,11 +388,9 @@ void score_f16(const float* q, size_t nq, const uint16_t* rows, const uint32_t* 
   }
 }
 
-// score = qs * rs * dot, where dot = raw - 128 * sum(row codes) when the query
-// was shifted to u8 (VNNI), raw itself otherwise (AMX multiplies s8 x s8).
+// VNNI epilogue: raw = sum((q + 128) x) -> score = qs * rs * (raw - 128 sum(x)).
 void epilogue_i8(const float* qscale, size_t nq, const float* rscale, const int32_t* rsum,
-                 const uint32_t* ids, size_t nrows, float* out, size_t ldo, bool shifted) {
-  const __m512i keep = _mm512_set1_epi32(shifted ? -1 : 0);
+                 const uint32_t* ids, size_t nrows, float* out, size_t ldo) {
   for (size_t qi = 0; qi < nq; ++qi) {
     float* o = out + qi * ldo;
     const __m512 qs = _mm512_set1_ps(qscale[qi]);
@@ -400,9 +398,9 @@ void epilogue_i8(const float* qscale, size_t nq, const float* rscale, const int3
     if (!ids) {
       for (; i + 16 <= nrows; i += 16) {
         const __m512i raw = _mm512_loadu_si512(o + i);
-        const __m512i off = _mm512_and_si512(_mm512_slli_epi32(_mm512_loadu_si512(rsum + i), 7), keep);
+        const __m512i dot = _mm512_sub_epi32(raw, _mm512_slli_epi32(_mm512_loadu_si512(rsum + i), 7));
         const __m512 sc = _mm512_mul_ps(_mm512_mul_ps(qs, _mm512_loadu_ps(rscale + i)),
-                                        _mm512_cvtepi32_ps(_mm512_sub_epi32(raw, off)));
+                                        _mm512_cvtepi32_ps(dot));
         _mm512_storeu_ps(o + i, sc);
       }
     }
@@ -410,7 +408,7 @@ void epilogue_i8(const float* qscale, size_t nq, const float* rscale, const int3
       const size_t r = ids ? ids[i] : i;
       int32_t raw;
       std::memcpy(&raw, o + i, 4);
-      o[i] = (qscale[qi] * rscale[r]) * static_cast<float>(raw - (shifted ? rsum[r] << 7 : 0));
+      o[i] = (qscale[qi] * rscale[r]) * static_cast<float>(raw - (rsum[r] << 7));
     }
   }
 }
@@ -428,7 +426,7 @@ void score_i8(const int8_t* q, const float* qscale, size_t nq, const int8_t* row
   } else {
     score_all<I8>(shifted.data(), nq, rows, ids, nrows, dpad, out, ldo);
   }
-  epilogue_i8(qscale, nq, rscale, rsum, ids, nrows, out, ldo, true);
+  epilogue_i8(qscale, nq, rscale, rsum, ids, nrows, out, ldo);
 }
 
 #if SKULENS_AMX
@@ -463,9 +461,11 @@ void score_i8_amx(const int8_t* q, const float* qscale, size_t nq, const int8_t*
   int32_t* panel = scratch64(buf, kPanelRows * words);
   int32_t* panel1 = panel + words * 16;
   alignas(64) int32_t c[4][16 * 16];
+  alignas(64) float rs[kPanelRows] = {};  // the step's row scales
   for (size_t r0 = 0; r0 < nrows; r0 += kPanelRows) {
     const size_t nr = std::min(kPanelRows, nrows - r0);
     pack_step(rows, ids, r0, nr, nrows, dpad, panel, panel1);
+    for (size_t j = 0; j < nr; ++j) rs[j] = rscale[ids ? ids[r0 + j] : r0 + j];
     for (size_t q0 = 0; q0 < nq; q0 += 32) {
       _tile_zero(0);
       _tile_zero(1);
@@ -486,17 +486,20 @@ void score_i8_amx(const int8_t* q, const float* qscale, size_t nq, const int8_t*
       _tile_stored(1, c[1], 64);
       _tile_stored(2, c[2], 64);
       _tile_stored(3, c[3], 64);
+      // Scores straight from the tiles: qs * rs * dot, as epilogue_i8 computes them.
       const __mmask16 m0 = half_mask(nr, 0), m1 = half_mask(nr, 1);
       for (size_t i = 0; i < 32 && q0 + i < nq; ++i) {
         const int blk = i < 16 ? 0 : 2;
+        const __m512 qs = _mm512_set1_ps(qscale[q0 + i]);
         float* o = out + (q0 + i) * ldo + r0;
-        _mm512_mask_storeu_epi32(o, m0, _mm512_load_si512(c[blk] + (i % 16) * 16));
-        _mm512_mask_storeu_epi32(o + 16, m1, _mm512_load_si512(c[blk + 1] + (i % 16) * 16));
+        _mm512_mask_storeu_ps(o, m0, _mm512_mul_ps(_mm512_mul_ps(qs, _mm512_load_ps(rs)),
+                                                   _mm512_cvtepi32_ps(_mm512_load_si512(c[blk] + (i % 16) * 16))));
+        _mm512_mask_storeu_ps(o + 16, m1, _mm512_mul_ps(_mm512_mul_ps(qs, _mm512_load_ps(rs + 16)),
+                                                        _mm512_cvtepi32_ps(_mm512_load_si512(c[blk + 1] + (i % 16) * 16))));
       }
     }
   }
   _tile_release();
-  epilogue_i8(qscale, nq, rscale, rsum, ids, nrows, out, ldo, false);
 }
 #endif  // SKULENS_AMX
 
