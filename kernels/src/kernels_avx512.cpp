@@ -295,8 +295,15 @@ void pack_step(const int8_t* rows, const uint32_t* ids, size_t r0, size_t nr, si
                size_t dpad, int32_t* panel0, int32_t* panel1) {
   pack_i8(rows, ids, r0, std::min<size_t>(nr, 16), dpad, panel0);
   pack_i8(rows, ids, nr > 16 ? r0 + 16 : r0, nr > 16 ? nr - 16 : std::min<size_t>(nr, 16), dpad, panel1);
-  for (size_t r = r0 + kPanelRows; r < std::min(nrows, r0 + 2 * kPanelRows); ++r) {
-    const char* p = reinterpret_cast<const char*>(rows + (ids ? ids[r] : r) * dpad);
+  const size_t end = std::min(nrows, r0 + 2 * kPanelRows);
+  if (!ids) {  // contiguous rows: one run of lines
+    const char* p = reinterpret_cast<const char*>(rows + (r0 + kPanelRows) * dpad);
+    for (const char* e = reinterpret_cast<const char*>(rows + end * dpad); p < e; p += 64)
+      _mm_prefetch(p, _MM_HINT_T1);
+    return;
+  }
+  for (size_t r = r0 + kPanelRows; r < end; ++r) {
+    const char* p = reinterpret_cast<const char*>(rows + ids[r] * dpad);
     for (size_t b = 0; b < dpad; b += 64) _mm_prefetch(p + b, _MM_HINT_T1);
   }
 }
@@ -452,11 +459,16 @@ void score_i8_amx(const int8_t* q, const float* qscale, size_t nq, const int8_t*
     cfg.rows[t] = 16;
   }
   _tile_loadconfig(&cfg);
-  // Queries padded with zero rows to whole blocks of 32 (two A tiles).
-  const size_t nqp = (nq + 31) / 32 * 32, words = dpad / 4;
+  // Queries in whole blocks of 32 (two A tiles): a batch of another size is
+  // copied once with zero rows after it.
+  const size_t words = dpad / 4;
   thread_local std::vector<int8_t> qpad;
-  qpad.assign(nqp * dpad, 0);
-  std::memcpy(qpad.data(), q, nq * dpad);
+  const int8_t* qa = q;
+  if (nq % 32) {
+    qpad.assign((nq + 31) / 32 * 32 * dpad, 0);
+    std::memcpy(qpad.data(), q, nq * dpad);
+    qa = qpad.data();
+  }
   thread_local std::vector<int32_t> buf;
   int32_t* panel = scratch64(buf, kPanelRows * words);
   int32_t* panel1 = panel + words * 16;
@@ -471,7 +483,7 @@ void score_i8_amx(const int8_t* q, const float* qscale, size_t nq, const int8_t*
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      const int8_t* a = qpad.data() + q0 * dpad;
+      const int8_t* a = qa + q0 * dpad;
       for (size_t k = 0; k < dpad; k += 64) {
         _tile_loadd(4, a + k, dpad);
         _tile_loadd(5, a + 16 * dpad + k, dpad);
