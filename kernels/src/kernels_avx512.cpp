@@ -106,89 +106,6 @@ struct I8 {
   static Acc mac(Acc a, __m512i x, __m512i q) { return _mm512_dpbusd_epi32(a, q, x); }
 };
 
-#if SKULENS_AMX
-// ---- fp16 in fp16 arithmetic (AVX512-FP16: the CPUs with AMX) ------------------
-// Widening fp16 rows to fp32 costs 3 uops per 16 products (vcvtph2ps is 2), which
-// keeps a single query short of the read floor. Here a 32-lane fp16 FMA makes 32
-// products per uop. Each lane sums at most kPhGroup products in fp16, then the
-// partial is widened into an fp32 accumulator, so fp16 rounding touches only a
-// few products' worth of sum, never a long one (scores within ~3e-4 of fp32
-// arithmetic on the same halves, about the error of fp16 storage itself).
-// One canonical order per (query, row) pair, shared by the stream and the tile:
-// a query's scores do not depend on its batch.
-#define SKULENS_FP16_TARGET __attribute__((target("avx512fp16")))
-constexpr size_t kPhChunk = 32;  // halves per 64-byte chunk
-constexpr size_t kPhGroup = 4;   // chunks summed in fp16 before widening
-
-struct F16H {  // rows and queries both as fp16 bits
-  using T = uint16_t;
-  using Q = uint16_t;
-  using Acc = __m512;
-  static constexpr bool kFloat = true;
-  static constexpr size_t kStep = kPhChunk;
-};
-
-SKULENS_FP16_TARGET inline __m512h ld_ph(const uint16_t* p) {
-  return _mm512_castsi512_ph(_mm512_loadu_si512(p));
-}
-// acc + (low 16 lanes + high 16 lanes of the fp16 partial, widened exactly)
-SKULENS_FP16_TARGET inline __m512 flush_ph(__m512 acc, __m512h part) {
-  const __m512i b = _mm512_castph_si512(part);
-  return _mm512_add_ps(acc, _mm512_add_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(b)),
-                                          _mm512_cvtph_ps(_mm512_extracti64x4_epi64(b, 1))));
-}
-
-// acc[k] for 8 pairs (qp[k], rp[k]) over dpad halves, in the canonical order.
-template <size_t DPAD>
-SKULENS_FP16_TARGET inline void pairs8_ph(const uint16_t* const* qp, const uint16_t* const* rp,
-                                          size_t dpad, __m512* acc) {
-  const size_t d = DPAD ? DPAD : dpad;
-  for (int k = 0; k < 8; ++k) acc[k] = _mm512_setzero_ps();
-#pragma GCC unroll 4
-  for (size_t g = 0; g < d; g += kPhChunk * kPhGroup) {
-    __m512h s[8];
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; ++k) s[k] = _mm512_mul_ph(ld_ph(rp[k] + g), ld_ph(qp[k] + g));
-#pragma GCC unroll 4
-    for (size_t c = 1; c < kPhGroup; ++c) {
-      if (g + c * kPhChunk >= d) break;
-#pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k)
-        s[k] = _mm512_fmadd_ph(ld_ph(rp[k] + g + c * kPhChunk), ld_ph(qp[k] + g + c * kPhChunk), s[k]);
-    }
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; ++k) acc[k] = flush_ph(acc[k], s[k]);
-  }
-}
-
-// tile<F16H>: the 16 pairs (query p / NR, row p % NR) in two passes of 8, so
-// the fp16 partials and fp32 sums fit the 32 registers.
-template <int NQ, int NR>
-SKULENS_FP16_TARGET void tile_ph(const uint16_t* const* qp, const uint16_t* const* rp, size_t dpad,
-                                 __m512* acc) {
-  for (int h = 0; h < 2; ++h) {
-    const uint16_t* q8[8];
-    const uint16_t* r8[8];
-    for (int k = 0; k < 8; ++k) {
-      q8[k] = qp[(8 * h + k) / NR];
-      r8[k] = rp[(8 * h + k) % NR];
-    }
-    pairs8_ph<0>(q8, r8, dpad, acc + 8 * h);
-  }
-}
-
-// One query over 16 contiguous rows of known length; same pairs as tile_ph<1, 16>.
-template <size_t DPAD>
-SKULENS_FP16_TARGET void stream16_ph(const uint16_t* q, const uint16_t* p, __m512* acc) {
-  const uint16_t* q8[8] = {q, q, q, q, q, q, q, q};
-  for (int h = 0; h < 2; ++h) {
-    const uint16_t* r8[8];
-    for (int k = 0; k < 8; ++k) r8[k] = p + (8 * h + k) * DPAD;
-    pairs8_ph<DPAD>(q8, r8, DPAD, acc + 8 * h);
-  }
-}
-#endif  // SKULENS_AMX
-
 template <class S, int NQ, int NR>
 inline void tile(const typename S::Q* const* qp, const typename S::T* const* rp, size_t dpad,
                  typename S::Acc* acc) {
@@ -212,16 +129,6 @@ inline void tile(const typename S::Q* const* qp, const typename S::T* const* rp,
       for (int q = 0; q < NQ; ++q) acc[q * NR + r] = S::mac(acc[q * NR + r], x, S::qry(qp[q] + j));
     }
   }
-}
-
-// The tile a storage type scores with: fp16-arithmetic storage has its own.
-template <class S, int NQ, int NR>
-inline void tile_of(const typename S::Q* const* qp, const typename S::T* const* rp, size_t dpad,
-                    typename S::Acc* acc) {
-#if SKULENS_AMX
-  if constexpr (std::is_same_v<S, F16H>) tile_ph<NQ, NR>(qp, rp, dpad, acc); else
-#endif
-  tile<S, NQ, NR>(qp, rp, dpad, acc);
 }
 
 // Scores rows [0, nrows) for queries [q0, q0+NQ); raw results (float dots or
@@ -253,7 +160,7 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
       const char* pf = reinterpret_cast<const char*>(pf_next + i * dpad);
       for (size_t b = 0; b < NR * dpad * sizeof(typename S::T); b += 64) _mm_prefetch(pf + b, _MM_HINT_T1);
     }
-    tile_of<S, NQ, NR>(qp, rp, dpad, acc);
+    tile<S, NQ, NR>(qp, rp, dpad, acc);
     if constexpr (S::kFloat) {
       _mm512_store_ps(res, reduce16(acc));
     } else {
@@ -282,17 +189,12 @@ void score_stream(const typename S::Q* q, const typename S::T* rows, size_t nrow
     const char* pf = reinterpret_cast<const char*>(p) + kPrefetchAhead;
 #pragma GCC unroll 64
     for (size_t b = 0; b < kTileBytes; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
-#if SKULENS_AMX
-    if constexpr (std::is_same_v<S, F16H>) stream16_ph<DPAD>(q, p, acc); else
-#endif
-    {
     for (int r = 0; r < 16; ++r) acc[r] = S::zero();
 #pragma GCC unroll 64
     for (size_t j = 0; j < DPAD; j += S::kStep) {
       const auto qv = S::qry(q + j);
 #pragma GCC unroll 16
       for (int r = 0; r < 16; ++r) acc[r] = S::mac(acc[r], S::row(p + r * DPAD + j), qv);
-    }
     }
     if constexpr (S::kFloat) {
       _mm512_storeu_ps(out + i, reduce16(acc));
@@ -611,17 +513,6 @@ void score_i8_amx(const int8_t* q, const float* qscale, size_t nq, const int8_t*
   }
   _tile_release();
 }
-
-// fp16 storage on AVX512-FP16: the queries rounded to fp16 once per call.
-void score_f16_ph(const float* q, size_t nq, const uint16_t* rows, const uint32_t* ids,
-                  size_t nrows, size_t dpad, float* out, size_t ldo) {
-  thread_local std::vector<uint16_t> qh;
-  qh.resize(nq * dpad);
-  for (size_t i = 0; i < nq * dpad; i += 16)  // dpad is a multiple of 32
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qh.data() + i),
-                        _mm512_cvtps_ph(_mm512_loadu_ps(q + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  score_all<F16H>(qh.data(), nq, rows, ids, nrows, dpad, out, ldo);
-}
 #endif  // SKULENS_AMX
 
 size_t select_gt(const float* s, size_t n, float thr, uint32_t* idx) {
@@ -661,7 +552,7 @@ uint64_t stream_read(const void* p, size_t bytes) {
 
 const Kernels kAvx512Kernels = {"avx512", score_f32, score_f16, score_i8, select_gt, stream_read};
 #if SKULENS_AMX
-const Kernels kAmxKernels = {"amx", score_f32, score_f16_ph, score_i8_amx, select_gt, stream_read};
+const Kernels kAmxKernels = {"amx", score_f32, score_f16, score_i8_amx, select_gt, stream_read};
 #endif
 
 }  // namespace skulens
