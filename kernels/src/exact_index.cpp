@@ -99,7 +99,7 @@ ExactIndex::ExactIndex(size_t dim, Storage storage, size_t threads, const char* 
     kernels_ = kernels_by_name(simd);
     if (!kernels_)
       throw std::invalid_argument(std::string("SIMD path '") + simd +
-                                  "' is unknown or not supported by this CPU (scalar, avx2, avx512)");
+                                  "' is unknown or not supported by this CPU (scalar, avx2, avx512, amx)");
   }
   set_threads(threads);
   elem_bytes_ = storage == Storage::F32 ? 4 : storage == Storage::F16 ? 2 : 1;
