@@ -42,8 +42,11 @@ static void unit(float* v, size_t n) {
 static void test_kernels(const Kernels& k) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd;
-  for (size_t dpad : {64u, 128u, 192u, 512u}) {  // rows are whole 64-byte lines for every type
-    const size_t nq = 7, nrows = 45;
+  // rows are whole 64-byte lines for every type; 7 queries take the FMA tiles,
+  // 40 the batch paths (panels, AMX: one whole block of 32 and a partial one).
+  for (size_t dpad : {64u, 128u, 192u, 512u})
+  for (size_t nq : {7u, 40u}) {
+    const size_t nrows = 45;
     float* q = aligned<float>(nq * dpad);
     float* rows = aligned<float>(nrows * dpad);
     uint16_t* rows16 = aligned<uint16_t>(nrows * dpad);
