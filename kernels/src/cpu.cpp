@@ -22,9 +22,8 @@ bool has_avx512() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512vnni");
 }
-// AMX needs the CPU (CPUID.7.0:EDX bits 24 tile, 25 int8, 22 bf16; CPUID.7.1:EAX
-// bit 5 AVX512-BF16 for the conversions) and the OS: Linux hands out the tile
-// state only to a process that asks (arch_prctl, once).
+// AMX needs the CPU (CPUID.7.0:EDX bits 24 tile, 25 int8) and the OS: Linux
+// hands out the tile state only to a process that asks (arch_prctl, once).
 bool has_amx() {
 #if !SKULENS_AMX
   return false;  // compiler without AMX support: no table to run
@@ -33,8 +32,7 @@ bool has_amx() {
     if (!has_avx512()) return false;
     unsigned a, b, c, d;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    if (!((d >> 24) & 1u) || !((d >> 25) & 1u) || !((d >> 22) & 1u)) return false;
-    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1u)) return false;
+    if (!((d >> 24) & 1u) || !((d >> 25) & 1u)) return false;
 #if defined(__linux__) && defined(SYS_arch_prctl)
     constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
     return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;

@@ -513,124 +513,6 @@ void score_i8_amx(const int8_t* q, const float* qscale, size_t nq, const int8_t*
   }
   _tile_release();
 }
-
-// ---- fp16 batches on AMX-BF16 -------------------------------------------------
-// TDPBF16PS multiplies bf16 pairs exactly and sums in fp32 (16 queries x 32 values
-// x 16 rows per instruction). bf16 keeps 8 of fp16's 11 significant bits, so each
-// fp16 value is split exactly, x = hi + lo, and each fp32 query into three bf16
-// parts (24 bits, exact). Five products (all but lo x q_lo, ~2^-27 of a score)
-// give scores within ~1e-7 of fp32 arithmetic, at 5 tile instructions per 32
-// values instead of 32 x 16 FMAs. They are summed in another order than the
-// single-query stream, so a batch's fp16 scores may differ from one query's in
-// the last bits (float; int8 stays exact).
-constexpr size_t kAmxF16MinBatch = 8;  // below this the FMA tile is faster (measured)
-
-// bf16 -> fp32 of 16 lanes (bits in the high half of each word).
-inline __m512 bf16_to_ps(__m256i b) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
-}
-
-// 32 fp32 values (lo lanes 0-15, hi 16-31) -> their bf16 rounding and the exact residuals.
-inline __m512i split_bf16(__m512 f0, __m512 f1, __m512& r0, __m512& r1) {
-  const __m512i h = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(f1, f0));
-  r0 = _mm512_sub_ps(f0, bf16_to_ps(_mm512_castsi512_si256(h)));
-  r1 = _mm512_sub_ps(f1, bf16_to_ps(_mm512_extracti64x4_epi64(h, 1)));
-  return h;
-}
-
-// Panels of 16 rows for TDPBF16PS's B tile: word t of row r (values 2t, 2t+1)
-// at [t * 16 + r], as the high and low bf16 parts. Rows past nr repeat the last.
-void pack_f16_bf16(const uint16_t* rows, const uint32_t* ids, size_t r0, size_t nr, size_t dpad,
-                   int32_t* hi, int32_t* lo) {
-  const uint16_t* rp[16];
-  for (size_t r = 0; r < 16; ++r) {
-    const size_t i = r0 + std::min(r, nr - 1);
-    rp[r] = rows + (ids ? ids[i] : i) * dpad;
-  }
-  __m512i v[16];
-  for (size_t t = 0; t < dpad / 2; t += 16) {
-    for (int r = 0; r < 16; ++r) v[r] = _mm512_load_si512(rp[r] + 2 * t);
-    transpose16(v);
-    for (int k = 0; k < 16; ++k) {
-      __m512 r0f, r1f;
-      const __m512i h = split_bf16(_mm512_cvtph_ps(_mm512_castsi512_si256(v[k])),
-                                   _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v[k], 1)), r0f, r1f);
-      _mm512_store_si512(hi + (t + k) * 16, h);
-      _mm512_store_si512(lo + (t + k) * 16, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(r1f, r0f)));
-    }
-  }
-}
-
-void score_f16_amx(const float* q, size_t nq, const uint16_t* rows, const uint32_t* ids,
-                   size_t nrows, size_t dpad, float* out, size_t ldo) {
-  if (nq < kAmxF16MinBatch) return score_f16(q, nq, rows, ids, nrows, dpad, out, ldo);
-  TileConfig cfg;
-  for (int t = 0; t < 8; ++t) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
-  }
-  _tile_loadconfig(&cfg);
-  // Queries in whole blocks of 32, split into three bf16 parts [part][query][dpad].
-  const size_t nqp = (nq + 31) / 32 * 32, plane = nqp * dpad;
-  thread_local std::vector<int32_t> qbuf, pbuf;
-  uint16_t* qs = reinterpret_cast<uint16_t*>(scratch64(qbuf, 3 * plane / 2));
-  std::memset(qs, 0, 3 * plane * sizeof(uint16_t));
-  for (size_t i = 0; i < nq * dpad; i += 32) {  // dpad is a multiple of 32
-    __m512 r0, r1, s0, s1;
-    const __m512i h = split_bf16(_mm512_loadu_ps(q + i), _mm512_loadu_ps(q + i + 16), r0, r1);
-    const __m512i m = split_bf16(r0, r1, s0, s1);
-    _mm512_store_si512(qs + i, h);
-    _mm512_store_si512(qs + plane + i, m);
-    _mm512_store_si512(qs + 2 * plane + i, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(s1, s0)));
-  }
-  // Row panels: [hi, lo] x [rows 0-15, rows 16-31], dpad / 2 words of 16 rows each.
-  const size_t pw = dpad / 2 * 16;
-  int32_t* panel = scratch64(pbuf, 4 * pw);
-  int32_t* const xs[2][2] = {{panel, panel + pw}, {panel + 2 * pw, panel + 3 * pw}};
-  // (query part, row part): small products first.
-  static constexpr int kTerms[5][2] = {{1, 1}, {0, 1}, {2, 0}, {1, 0}, {0, 0}};
-  alignas(64) float c[4][16 * 16];
-  const size_t stride = dpad * sizeof(uint16_t);
-  for (size_t r0 = 0; r0 < nrows; r0 += kPanelRows) {
-    const size_t nr = std::min(kPanelRows, nrows - r0);
-    pack_f16_bf16(rows, ids, r0, std::min<size_t>(nr, 16), dpad, xs[0][0], xs[1][0]);
-    pack_f16_bf16(rows, ids, nr > 16 ? r0 + 16 : r0, nr > 16 ? nr - 16 : std::min<size_t>(nr, 16), dpad,
-                  xs[0][1], xs[1][1]);
-    for (size_t q0 = 0; q0 < nq; q0 += 32) {
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
-      for (const auto& term : kTerms) {
-        const uint16_t* a = qs + term[0] * plane + q0 * dpad;
-        const int32_t* b0 = xs[term[1]][0];
-        const int32_t* b1 = xs[term[1]][1];
-        for (size_t k = 0; k < dpad; k += 32) {
-          _tile_loadd(4, a + k, stride);
-          _tile_loadd(5, a + 16 * dpad + k, stride);
-          _tile_loadd(6, b0 + k / 2 * 16, 64);
-          _tile_loadd(7, b1 + k / 2 * 16, 64);
-          _tile_dpbf16ps(0, 4, 6);
-          _tile_dpbf16ps(1, 4, 7);
-          _tile_dpbf16ps(2, 5, 6);
-          _tile_dpbf16ps(3, 5, 7);
-        }
-      }
-      _tile_stored(0, c[0], 64);
-      _tile_stored(1, c[1], 64);
-      _tile_stored(2, c[2], 64);
-      _tile_stored(3, c[3], 64);
-      const __mmask16 m0 = half_mask(nr, 0), m1 = half_mask(nr, 1);
-      for (size_t i = 0; i < 32 && q0 + i < nq; ++i) {
-        const int blk = i < 16 ? 0 : 2;
-        float* o = out + (q0 + i) * ldo + r0;
-        _mm512_mask_storeu_ps(o, m0, _mm512_load_ps(c[blk] + (i % 16) * 16));
-        _mm512_mask_storeu_ps(o + 16, m1, _mm512_load_ps(c[blk + 1] + (i % 16) * 16));
-      }
-    }
-  }
-  _tile_release();
-}
 #endif  // SKULENS_AMX
 
 size_t select_gt(const float* s, size_t n, float thr, uint32_t* idx) {
@@ -670,7 +552,7 @@ uint64_t stream_read(const void* p, size_t bytes) {
 
 const Kernels kAvx512Kernels = {"avx512", score_f32, score_f16, score_i8, select_gt, stream_read};
 #if SKULENS_AMX
-const Kernels kAmxKernels = {"amx", score_f32, score_f16_amx, score_i8_amx, select_gt, stream_read};
+const Kernels kAmxKernels = {"amx", score_f32, score_f16, score_i8_amx, select_gt, stream_read};
 #endif
 
 }  // namespace skulens

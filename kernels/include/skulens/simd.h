@@ -41,7 +41,7 @@ extern const Kernels kScalarKernels;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const Kernels kAvx2Kernels;
 extern const Kernels kAvx512Kernels;
-extern const Kernels kAmxKernels;  // avx512 with int8 and fp16 batches on AMX tiles (SKULENS_AMX builds)
+extern const Kernels kAmxKernels;  // avx512 with int8 batches on AMX tiles (SKULENS_AMX builds)
 #endif
 
 // Best table for this CPU; SKULENS_SIMD=scalar|avx2|avx512|amx caps the choice
