@@ -10,14 +10,18 @@
 
 #include "skulens/exact_index.h"
 #include "skulens/fp16.h"
+#include "skulens/hnsw_graph.h"
 
 namespace py = pybind11;
 using skulens::ExactIndex;
+using skulens::HnswGraph;
 
 namespace {
 
 using F32Array = py::array_t<float, py::array::c_style>;
 using I64Array = py::array_t<int64_t, py::array::c_style>;
+using U64Array = py::array_t<uint64_t, py::array::c_style>;
+using U8Array = py::array_t<uint8_t, py::array::c_style>;
 
 template <class T>
 py::array_t<T> to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
@@ -148,4 +152,54 @@ PYBIND11_MODULE(_kernel, m) {
         py::gil_scoped_release nogil;
         return self.stream_read();
       }, "Read every stored byte once with the index's threads (the benchmark's memory floor).");
+
+  py::class_<HnswGraph>(m, "HnswGraph")
+      .def(py::init<size_t, size_t, size_t, size_t, size_t>(), py::arg("dim"), py::arg("max_elements"),
+           py::arg("M"), py::arg("ef_construction"), py::arg("seed") = 100)
+      .def_static("load", [](size_t dim, const std::string& path, size_t max_elements) {
+        py::gil_scoped_release nogil;
+        return HnswGraph::load(dim, path, max_elements);
+      }, py::arg("dim"), py::arg("path"), py::arg("max_elements"))
+      .def_property_readonly("dim", &HnswGraph::dim)
+      .def_property_readonly("count", &HnswGraph::count)
+      .def_property_readonly("capacity", &HnswGraph::capacity)
+      .def_property_readonly("M", &HnswGraph::M)
+      .def_property_readonly("ef_construction", &HnswGraph::ef_construction)
+      .def("add", [](HnswGraph& self, const F32Array& x, const U64Array& labels, size_t threads) {
+        size_t n;
+        const float* p = rows_of(x, self.dim(), &n);
+        if (static_cast<size_t>(labels.size()) != n) throw std::invalid_argument("labels and vectors differ in length");
+        py::gil_scoped_release nogil;
+        self.add(p, labels.data(), n, threads);
+      }, py::arg("x"), py::arg("labels"), py::arg("threads") = 1)
+      .def("mark_deleted", &HnswGraph::mark_deleted)
+      .def("resize", [](HnswGraph& self, size_t n) {
+        py::gil_scoped_release nogil;
+        self.resize(n);
+      })
+      .def("save", [](const HnswGraph& self, const std::string& path) {
+        py::gil_scoped_release nogil;
+        self.save(path);
+      })
+      .def("search", [](const HnswGraph& self, const F32Array& q, size_t k, size_t ef, py::object allow) {
+        if (static_cast<size_t>(q.size()) != self.dim())
+          throw std::invalid_argument("query must have " + std::to_string(self.dim()) + " values");
+        const bool filtered = !allow.is_none();
+        U8Array bits;  // (a default array_t is an empty array, not null)
+        if (filtered) bits = allow.cast<U8Array>();
+        std::vector<float> scores(k);
+        std::vector<int64_t> labels(k);
+        size_t n;
+        {
+          py::gil_scoped_release nogil;
+          n = self.search(q.data(), k, ef, filtered ? bits.data() : nullptr,
+                          filtered ? 8 * static_cast<size_t>(bits.size()) : 0, scores.data(), labels.data());
+        }
+        scores.resize(n);
+        labels.resize(n);
+        const auto len = static_cast<py::ssize_t>(n);
+        return py::make_tuple(to_numpy(std::move(scores), {len}), to_numpy(std::move(labels), {len}));
+      }, py::arg("query"), py::arg("k"), py::arg("ef"), py::arg("allow") = py::none(),
+      "Top k by inner product: (scores, labels) best first, fewer when the graph or the filter\n"
+      "(a little-endian uint8 bitset over labels) yields fewer.");
 }

@@ -188,8 +188,24 @@ uint64_t stream_read(const void* p, size_t bytes) {
   return h;
 }
 
+float dot_f32(const float* a, const float* b, size_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  s0 = _mm256_add_ps(s0, s1);
+  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+  const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  float r = _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+  for (; i < n; ++i) r += a[i] * b[i];
+  return r;
+}
+
 }  // namespace
 
-const Kernels kAvx2Kernels = {"avx2", score_f32, score_f16, score_i8, select_gt, stream_read};
+const Kernels kAvx2Kernels = {"avx2", score_f32, score_f16, score_i8, select_gt, stream_read, dot_f32};
 
 }  // namespace skulens

@@ -79,8 +79,17 @@ uint64_t stream_read(const void* p, size_t bytes) {
   return h;
 }
 
+float dot_f32(const float* a, const float* b, size_t n) {
+  float acc[8] = {};
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += a[i + l] * b[i + l];
+  for (; i < n; ++i) acc[0] += a[i] * b[i];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
 }  // namespace
 
-const Kernels kScalarKernels = {"scalar", score_f32, score_f16, score_i8, select_gt, stream_read};
+const Kernels kScalarKernels = {"scalar", score_f32, score_f16, score_i8, select_gt, stream_read, dot_f32};
 
 }  // namespace skulens

@@ -35,6 +35,8 @@ struct Kernels {
   size_t (*select_gt)(const float* s, size_t n, float thr, uint32_t* idx);
   // Reads every byte once (the memory floor for benchmarks); returns a checksum.
   uint64_t (*stream_read)(const void* p, size_t bytes);
+  // <a, b> over n floats, no alignment or padding assumed (the HNSW walk's distance).
+  float (*dot_f32)(const float* a, const float* b, size_t n);
 };
 
 extern const Kernels kScalarKernels;
