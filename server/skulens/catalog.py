@@ -51,11 +51,11 @@ MAX_THUMBNAIL = 1 << 20
 MODES = ("auto", "exact", "ann")
 
 # Measured by `python bench/catalog_bench.py --calibrate` (docs/catalog.md, d=256):
-# an exact scan of up to ~1,000 rows costs what HNSW costs at recall 0.98, and
-# it is exact; with a filter, hnswlib's per-node Python callback makes the
-# filtered graph walk slower than scanning up to ~30,000 matching rows.
-EXACT_BELOW = 1_000
-EXACT_FILTERED_BELOW = 30_000
+# an exact scan of up to ~2,000 rows costs less than HNSW at recall 0.98, and it
+# is exact; a filtered graph walk visits about ef / (matching fraction) nodes, so
+# scanning the matches exactly is faster up to ~10,000 of them.
+EXACT_BELOW = 2_000
+EXACT_FILTERED_BELOW = 10_000
 
 
 @dataclass(slots=True)
@@ -742,7 +742,7 @@ class Catalog:
     def _filter_mask(self, clauses, high: int) -> Bits:
         """The filter's bitset, cached until the next write: shops filter by the
         same few categories over and over, and at 1M products building a mask
-        (and unpacking it for hnswlib) costs more than the cache lookup."""
+        costs more than the cache lookup."""
         with self._mask_lock:
             hit = self._mask_cache.get(clauses)
             if hit is not None and hit[0] == self._version:
