@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -181,12 +182,14 @@ PYBIND11_MODULE(_kernel, m) {
         py::gil_scoped_release nogil;
         self.save(path);
       })
-      .def("search", [](const HnswGraph& self, const F32Array& q, size_t k, size_t ef, py::object allow) {
+      .def("search", [](const HnswGraph& self, const F32Array& q, size_t k, size_t ef, py::object allow,
+                        py::object rerank) {
         if (static_cast<size_t>(q.size()) != self.dim())
           throw std::invalid_argument("query must have " + std::to_string(self.dim()) + " values");
         const bool filtered = !allow.is_none();
         U8Array bits;  // (a default array_t is an empty array, not null)
         if (filtered) bits = allow.cast<U8Array>();
+        const ExactIndex* exact = rerank.is_none() ? nullptr : &rerank.cast<const ExactIndex&>();
         std::vector<float> scores(k);
         std::vector<int64_t> labels(k);
         size_t n;
@@ -194,12 +197,31 @@ PYBIND11_MODULE(_kernel, m) {
           py::gil_scoped_release nogil;
           n = self.search(q.data(), k, ef, filtered ? bits.data() : nullptr,
                           filtered ? 8 * static_cast<size_t>(bits.size()) : 0, scores.data(), labels.data());
+          if (exact && n) {
+            // The kernel's exact scores for the walk's top k, best first (ties by label).
+            exact->rerank(q.data(), labels.data(), n, scores.data());
+            std::vector<size_t> order(n);
+            for (size_t i = 0; i < n; ++i) order[i] = i;
+            std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+              return scores[a] != scores[b] ? scores[a] > scores[b] : labels[a] < labels[b];
+            });
+            std::vector<float> s2(n);
+            std::vector<int64_t> l2(n);
+            for (size_t i = 0; i < n; ++i) {
+              s2[i] = scores[order[i]];
+              l2[i] = labels[order[i]];
+            }
+            scores.swap(s2);
+            labels.swap(l2);
+          }
         }
         scores.resize(n);
         labels.resize(n);
         const auto len = static_cast<py::ssize_t>(n);
         return py::make_tuple(to_numpy(std::move(scores), {len}), to_numpy(std::move(labels), {len}));
       }, py::arg("query"), py::arg("k"), py::arg("ef"), py::arg("allow") = py::none(),
+      py::arg("rerank") = py::none(),
       "Top k by inner product: (scores, labels) best first, fewer when the graph or the filter\n"
-      "(a little-endian uint8 bitset over labels) yields fewer.");
+      "(a little-endian uint8 bitset over labels) yields fewer. rerank: an ExactIndex holding the\n"
+      "same rows at the same ids, whose exact scores replace the walk's (ties: lower label first).");
 }

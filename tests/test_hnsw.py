@@ -134,3 +134,24 @@ def test_bad_input():
     with pytest.raises(InvalidArgument):
         HnswIndex(D, M=0)
     assert len(h.search(np.ones(D), 3)[1]) == 0  # empty index: empty answer
+
+
+def test_load_refuses_another_dimension(tmp_path):
+    x = clustered(300, D, seed=1)
+    h = HnswIndex(D)
+    h.upsert(np.arange(300), x)
+    h.save(str(tmp_path / "g.bin"), str(tmp_path / "s.npy"))
+    with pytest.raises(RuntimeError, match="dimension 32, not 64"):
+        HnswIndex.load(str(tmp_path / "g.bin"), str(tmp_path / "s.npy"), 2 * D, 16, 100)
+
+
+def test_filter_bitset_shorter_than_the_labels():
+    """Labels past the end of the filter's bitset are not allowed (the catalogue's
+    masks end at its highest slot in use)."""
+    x = clustered(3000, D, seed=1)
+    h = HnswIndex(D)
+    h.upsert(np.arange(3000), x)
+    mask = np.zeros(1000, bool)
+    mask[::7] = True
+    _, ids = h.search(x[2500], 10, allow=_bits(mask), allowed=int(mask.sum()))
+    assert len(ids) == 10 and (ids < 1000).all() and mask[ids].all()

@@ -32,6 +32,7 @@ class IpSpace : public hnswlib::SpaceInterface<float> {
   size_t get_data_size() override { return p_.dim * sizeof(float); }
   hnswlib::DISTFUNC<float> get_dist_func() override { return &distance; }
   void* get_dist_func_param() override { return &p_; }
+  float (*dot() const)(const float*, const float*, size_t) { return p_.dot; }
 
  private:
   struct Param {
@@ -111,7 +112,12 @@ size_t HnswGraph::search(const float* q, size_t k, size_t ef, const uint8_t* all
   const Graph& g = *impl_->g;
   if (k == 0 || g.cur_element_count == 0) return 0;
   ef = std::max(ef, k);
-  const auto dist = [&](tableint id) { return g.fstdistfunc_(q, g.getDataByInternalId(id), g.dist_func_param_); };
+  // The space's distance, called directly (one indirect call, not two).
+  const auto dot = impl_->space.dot();
+  const size_t d = impl_->dim;
+  const auto dist = [&](tableint id) {
+    return -dot(q, reinterpret_cast<const float*>(g.getDataByInternalId(id)), d);
+  };
   const bool deletions = g.num_deleted_ > 0;
   const auto wanted = [&](tableint id) {
     if (deletions && g.isMarkedDeleted(id)) return false;
@@ -174,11 +180,13 @@ size_t HnswGraph::search(const float* q, size_t k, size_t ef, const uint8_t* all
       }
       if (visited[id] == tag) continue;
       visited[id] = tag;
-      const float d = dist(id);
-      if (top.size() < ef || d < bound) {
-        cand.emplace(-d, id);
+      const float dd = dist(id);
+      if (top.size() < ef || dd < bound) {
+        cand.emplace(-dd, id);
+        // The best candidate is likely the next one expanded: fetch its links.
+        __builtin_prefetch(g.get_linklist0(cand.top().second));
         if (wanted(id)) {
-          top.emplace(d, id);
+          top.emplace(dd, id);
           if (top.size() > ef) top.pop();
         }
         if (!top.empty()) bound = top.top().first;

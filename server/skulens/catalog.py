@@ -680,26 +680,20 @@ class Catalog:
                     backlog = Bits(bits if allow is None else bits & allow.packed[: len(bits)])
                     n_graph = n - backlog.count()
                 try:
-                    scores, slots = self._graph.search_unit(q, k, self.ef if ef is None else ef, allow, n_graph)
+                    # auto: the walk's top k re-scored by the kernel in the same call,
+                    # whose scores exact mode returns too (bit-identical across routes).
+                    scores, slots = self._graph.search_unit(q, k, self.ef if ef is None else ef, allow, n_graph,
+                                                            self._exact._ix if mode == "auto" else None)
                 except ShortResult:
                     route = "fallback"
                 else:
-                    if mode == "auto":
-                        # hnswlib's fp32 inner products are exact already, so only the
-                        # top k can change: re-score those with the kernel, whose
-                        # scores exact mode returns too (bit-identical across routes).
-                        scores, slots = scores[:k], slots[:k]
-                        scores = self._exact._ix.rerank(q, slots)
                     if backlog is not None:
                         bs, bl = self._exact._ix.search(q[None, :], k, allow_bitset(backlog))
                         good = bl[0] >= 0
                         scores = np.concatenate([scores, bs[0][good]])
                         slots = np.concatenate([slots, bl[0][good]])
-                    if mode == "auto" or backlog is not None:
                         order = np.lexsort((slots, -scores))[:k]
                         scores, slots = scores[order], slots[order]
-                    else:
-                        scores, slots = scores[:k], slots[:k]
             if route != "ann":
                 scores, slots = self._exact._ix.search(q[None, :], k, allow_bitset(allow))
                 scores, slots = scores[0], slots[0]

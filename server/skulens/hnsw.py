@@ -105,13 +105,15 @@ class HnswIndex:
         return self.search_unit(q, _check_k(k), self.ef if ef is None else _check_k(ef), allow,
                                 self.live_count() if allowed is None else allowed)
 
-    def search_unit(self, q: np.ndarray, k: int, ef: int, allow: Bits | None, n: int):
+    def search_unit(self, q: np.ndarray, k: int, ef: int, allow: Bits | None, n: int, rerank=None):
         """search() for callers that already checked everything: q a unit float32
-        [dim] vector, n the number of live (or allowed) ids."""
+        [dim] vector, n the number of live (or allowed) ids. rerank: the kernel
+        (`_kernel.ExactIndex`) holding the same rows, to re-score the top k exactly
+        in the same call."""
         kk = min(k, n)
         if kk <= 0:
             return np.empty(0, np.float32), np.empty(0, np.int64)
-        scores, labels = self._g.search(q, kk, ef, None if allow is None else allow.packed)
+        scores, labels = self._g.search(q, kk, ef, None if allow is None else allow.packed, rerank)
         if len(labels) < kk:
             raise ShortResult(f"the graph walk found {len(labels)} of {kk}")
         return scores, labels
