@@ -318,6 +318,9 @@ def markdown(report: dict) -> str:
             if b and a:
                 out.append(f"- {name}: first point at recall@10 >= 0.98: hnswlib {b['p50_us']:.0f} us (ef {b['ef']}), "
                            f"auto {a['p50_us']:.0f} us (ef {a['ef']}) -> **{a['p50_us'] / b['p50_us']:.2f}x**")
+            ratios = [r["auto"]["p50_us"] / r["hnswlib"]["p50_us"] for r in (
+                {x["system"]: x for x in s["curves"][name] if x["ef"] == ef} for ef in EFS)]
+            out.append(f"- {name}: auto / hnswlib at equal ef (the same graph): {min(ratios):.2f}-{max(ratios):.2f}x")
         out.append(f"- upserts: {s['upsert_batched_per_s']:,.0f}/s acknowledged in batches of {s['upsert_batch_size']} "
                    f"(first {min(s['n'], 100_000):,}: {s.get('upsert_batched_burst_per_s', 0):,.0f}/s); "
                    f"{s['ingest_indexed_per_s']:,.0f}/s until the graph held all; single upserts {s['upsert_single_per_s']:,.0f}/s "
