@@ -70,6 +70,7 @@ std::unique_ptr<HnswGraph> HnswGraph::load(size_t dim, const std::string& path, 
   h->impl_ = std::make_unique<Impl>(dim);
   h->impl_->g = std::make_unique<Graph>(&h->impl_->space);
   Graph& g = *h->impl_->g;
+  g.num_deleted_ = 0;  // hnswlib 0.6.2's loadIndex counts deletions into it but never zeroes it
   g.loadIndex(path, &h->impl_->space, max_elements);
   if (g.label_offset_ - g.offsetData_ != dim * sizeof(float))
     throw std::runtime_error(path + " holds vectors of dimension " +
