@@ -163,6 +163,7 @@ PYBIND11_MODULE(_kernel, m) {
       }, py::arg("dim"), py::arg("path"), py::arg("max_elements"))
       .def_property_readonly("dim", &HnswGraph::dim)
       .def_property_readonly("count", &HnswGraph::count)
+      .def_property_readonly("deleted", &HnswGraph::deleted)
       .def_property_readonly("capacity", &HnswGraph::capacity)
       .def_property_readonly("M", &HnswGraph::M)
       .def_property_readonly("ef_construction", &HnswGraph::ef_construction)

@@ -115,7 +115,7 @@ def test_save_and_load(tmp_path):
     h.remove([3, 4])
     h.save(str(tmp_path / "g.bin"), str(tmp_path / "s.npy"))
     g = HnswIndex.load(str(tmp_path / "g.bin"), str(tmp_path / "s.npy"), D, 8, 50)
-    assert len(g) == 1498 and g.deleted_count() == 2
+    assert len(g) == 1498 and g.deleted_count() == 2 and g._g.deleted == 2  # the graph's own count too
     assert g.search(x[10], 1)[1][0] == 10
     g.upsert([3], x[3:4])
     assert g.search(x[3], 1)[1][0] == 3

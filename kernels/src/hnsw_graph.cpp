@@ -104,6 +104,7 @@ void HnswGraph::resize(size_t max_elements) { impl_->g->resizeIndex(max_elements
 void HnswGraph::save(const std::string& path) const { impl_->g->saveIndex(path); }
 size_t HnswGraph::dim() const { return impl_->dim; }
 size_t HnswGraph::count() const { return impl_->g->cur_element_count; }
+size_t HnswGraph::deleted() const { return impl_->g->num_deleted_; }
 size_t HnswGraph::capacity() const { return impl_->g->max_elements_; }
 size_t HnswGraph::M() const { return impl_->g->M_; }
 size_t HnswGraph::ef_construction() const { return impl_->g->ef_construction_; }

@@ -135,6 +135,7 @@ class HnswIndex:
         self._g = HnswGraph.load(self.dim, graph_path, max(len(self._state), 16))
         if self._g.M != self.M or self._g.ef_construction != self.ef_construction:
             raise ValueError(f"graph was built with M={self._g.M}, ef_construction={self._g.ef_construction}")
-        if int(np.count_nonzero(self._state != ABSENT)) != self._g.count:
+        if (int(np.count_nonzero(self._state != ABSENT)) != self._g.count
+                or int(np.count_nonzero(self._state == DELETED)) != self._g.deleted):
             raise ValueError("state array does not match the graph")
         return self

@@ -30,6 +30,7 @@ class HnswGraph {
 
   size_t dim() const;
   size_t count() const;     // elements ever inserted (deleted ones included)
+  size_t deleted() const;   // elements marked deleted
   size_t capacity() const;
   size_t M() const;
   size_t ef_construction() const;
