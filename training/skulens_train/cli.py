@@ -6,6 +6,8 @@
   experiments  the methods table, one row per configs/experiment.toml + overrides
   baselines raw pixels and zero-shot Lite0 on the same benchmark -> RUNS/baselines.json
   text      train + evaluate a text branch against an image run (arch=minilm|bilstm)
+  category  the clean-category capacity probe: the image tower trained for categories alone
+            (size=64 epochs=3 ...) -> RUNS/probes/category-ARCH-SIZEpx-Nep.json
   report    the experiments table, plots and markdown (training/REPORT.md)
 """
 
@@ -25,7 +27,8 @@ def main(argv=None) -> int:
     from . import config as C
     ap = argparse.ArgumentParser(prog="skulens_train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["fit", "evaluate", "export", "report", "experiments", "baselines", "text"])
+    ap.add_argument("command", choices=["fit", "evaluate", "export", "report", "experiments", "baselines", "text",
+                                            "category"])
     ap.add_argument("--only", nargs="*", default=[], help="experiments: just these rows")
     ap.add_argument("--quick", action="store_true", help="the CI-sized config (same as --config quick)")
     ap.add_argument("--config", help="a TOML file, or the name of one in skulens_train/configs/ (main, quick, experiment)")
@@ -59,6 +62,17 @@ def main(argv=None) -> int:
         with open(os.path.join(out, "eval.json"), "w") as f:
             json.dump(res, f, indent=1)
         print(json.dumps(res, indent=1))
+        return 0
+    if args.command == "category":
+        from .category_probe import default_path, parse, probe
+        try:
+            opts = parse(args.overrides)
+        except ValueError as e:
+            ap.error(str(e))
+        out = args.run or default_path(args.runs, opts)
+        res = probe(opts, out, progress=not args.no_progress)
+        print(json.dumps({k: v for k, v in res.items() if k != "log"}, indent=1))
+        print(f"written: {out}")
         return 0
     if args.command == "report":
         from .report import main as report
