@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Model:
-    arch: str = "lite0"          # lite0 | small
+    arch: str = "lite0"          # lite0 | small | native (dense residual CNN at 32 px, from scratch)
     dim: int = 256
     trainable: str = "all"       # all | last:N | head | lora:R
     pretrained: bool = True
-    width: int = 32              # small CNN only
+    width: int = 32              # small and native CNNs only
     norm: str = "batch"          # small CNN only: batch | group
     input_size: int = 64
 
@@ -105,7 +105,7 @@ class Config:
 
 
 CHOICES = {  # checked when a config loads, before any data or model is touched
-    ("model", "arch"): ("lite0", "small"), ("model", "norm"): ("batch", "group"),
+    ("model", "arch"): ("lite0", "small", "native"), ("model", "norm"): ("batch", "group"),
     ("loss", "pair"): ("infonce", "cosine", "triplet", "none"), ("optim", "name"): ("adamw", "adam", "sgd"),
     ("adversarial", "method"): ("none", "fgsm", "pgd"),
 }
