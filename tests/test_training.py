@@ -277,7 +277,8 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     for args, msg in ((["fit", "--config", "quick", "optim.stepz=3"], "unknown setting optim.stepz"),
                       (["evaluate", "--run", str(tmp_path / "none")], "no finished run"),
-                      (["category", "sise=64"], "category probe option 'sise=64'")):
+                      (["category", "sise=64"], "category probe option 'sise=64'"),
+                      (["category", "views=128"], "views=128: 0..batch-1")):
         r = subprocess.run([sys.executable, "-m", "skulens_train", *args], env=env, capture_output=True, text=True)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
 
@@ -298,6 +299,37 @@ def test_category_probe_learns_categories_and_scores_every_epoch(tmp_path):
     # four epochs on 2k pictures must tighten the categories well beyond that (measured 0.68, 0.44).
     assert res["category R@1"] > untrained["category R@1"] + 0.05
     assert res["category mAP@R"] > untrained["category mAP@R"] + 0.15
+
+
+@needs_data
+def test_category_probe_with_views_trains_on_them_and_scores_them(tmp_path, monkeypatch):
+    from skulens_train import category_probe as cp
+    made = []
+
+    class Spy(cp.ViewMaker):  # records what the training batches ask for; the views are real
+        def __call__(self, indices, epoch=0):
+            made.append(len(indices))
+            return super().__call__(indices, epoch)
+    monkeypatch.setattr(cp, "ViewMaker", Spy)
+    opts = dict(arch="native", size=32, train_limit=1024, test_limit=300, threads=1, dim=32, lr=3e-3,
+                backbone_lr=3e-3, warmup=5, batch=64, views=16, epochs=2.0)
+    res = cp.probe(opts, str(tmp_path / "v.json"), progress=False)
+    # 1,024 clean pictures at 48 a step: 21 steps of 48 clean + 16 views; then the 300 held-out views.
+    assert res["steps"] == 42 and made[0] == 300 and made[1:] == [16] * 42
+    assert [e["epoch"] for e in res["log"]] == [1.0, 2.0]
+    assert all(0 <= e["view category R@1"] <= 1 for e in res["log"]) and "view category R@1" in res
+    assert cp.default_path("runs", opts).endswith("category-native-32px-2ep-16views.json")
+
+
+def test_native_cnn_sees_the_articles_at_32_px():
+    from skulens_train.models import ImageEncoder
+    torch.manual_seed(0)
+    m = ImageEncoder("native", 24, width=8).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        y, y32 = m(x), m(torch.nn.functional.avg_pool2d(x, 2))
+    assert y.shape == (3, 24) and torch.allclose(y.norm(dim=1), torch.ones(3))
+    assert torch.allclose(y, y32, atol=1e-6)  # a 64 px picture is read as its 32 px average
 
 
 # --- metrics -------------------------------------------------------------------------------------------
