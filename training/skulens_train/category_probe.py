@@ -27,7 +27,8 @@ from tqdm import tqdm
 from .data import fashion_mnist
 from .evaluate import embed, ranked, recall_map
 from .losses import NormSoftmax
-from .models import ARCHS, ImageEncoder, normalise_pixels
+from .config import ARCHS
+from .models import ImageEncoder, normalise_pixels
 from .views import EVAL_BACKGROUNDS, ViewMaker
 
 DEFAULTS = dict(arch="lite0", size=64, epochs=3.0, lr=1e-3, backbone_lr=3e-4, batch=128, warmup=50,

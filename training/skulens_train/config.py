@@ -104,8 +104,9 @@ class Config:
     eval: Eval = field(default_factory=Eval)
 
 
+ARCHS = ("lite0", "small", "native")   # image towers (models.ImageEncoder)
 CHOICES = {  # checked when a config loads, before any data or model is touched
-    ("model", "arch"): ("lite0", "small", "native"), ("model", "norm"): ("batch", "group"),
+    ("model", "arch"): ARCHS, ("model", "norm"): ("batch", "group"),
     ("loss", "pair"): ("infonce", "cosine", "triplet", "none"), ("optim", "name"): ("adamw", "adam", "sgd"),
     ("adversarial", "method"): ("none", "fgsm", "pgd"),
 }

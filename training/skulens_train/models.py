@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .config import ARCHS
+
 MEAN = (123.675, 116.28, 103.53)   # ImageNet statistics, 0..255 units (what Lite0's weights expect)
 STD = (58.395, 57.12, 57.375)
 
@@ -136,8 +138,6 @@ class NativeCNN(nn.Module):
     def forward(self, x):
         return self.body(self.stem(F.adaptive_avg_pool2d(x, self.SCALE))).mean((2, 3))
 
-
-ARCHS = ("lite0", "small", "native")
 
 
 class ImageEncoder(nn.Module):
