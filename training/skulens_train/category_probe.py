@@ -110,7 +110,8 @@ def probe(opts: dict, out_path: str, progress: bool = True) -> dict:
 def default_path(runs: str, opts: dict) -> str:
     o = {**DEFAULTS, **opts}
     views = f"-{o['views']}views" if o["views"] else ""
-    return os.path.join(runs, "probes", f"category-{o['arch']}-{o['size']}px-{o['epochs']:g}ep{views}.json")
+    width = f"-w{o['width']}" if o["width"] != DEFAULTS["width"] and o["arch"] != "lite0" else ""
+    return os.path.join(runs, "probes", f"category-{o['arch']}{width}-{o['size']}px-{o['epochs']:g}ep{views}.json")
 
 
 def check(o: dict) -> dict:
