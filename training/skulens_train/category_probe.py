@@ -25,11 +25,11 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from .data import fashion_mnist
-from .evaluate import embed, ranked, recall_map
+from .evaluate import embed, held_out_views, recall_map, top1_category
 from .losses import NormSoftmax
 from .config import ARCHS
 from .models import ImageEncoder, normalise_pixels
-from .views import EVAL_BACKGROUNDS, ViewMaker
+from .views import ViewMaker
 
 DEFAULTS = dict(arch="lite0", size=64, epochs=3.0, lr=1e-3, backbone_lr=3e-4, batch=128, warmup=50,
                 seed=0, threads=2, train_limit=0, test_limit=0, dim=256, views=0, weight_decay=1e-4, width=32)
@@ -65,8 +65,7 @@ def probe(opts: dict, out_path: str, progress: bool = True) -> dict:
     steps = max(1, int(o["epochs"] * len(train) / clean))
     if o["views"]:
         maker = ViewMaker(train.raw, o["size"], seed=o["seed"])
-        q_idx = np.random.default_rng(1234).choice(len(test), min(EVAL_VIEWS, len(test)), replace=False)
-        q_views = ViewMaker(test.raw, o["size"], EVAL_BACKGROUNDS, seed=1234)(q_idx)
+        q_idx, q_views = held_out_views(test.raw, o["size"], min(EVAL_VIEWS, len(test)))
     rng = np.random.default_rng(o["seed"])
     log, order, pos, t0 = [], np.array([], np.int64), 0, time.perf_counter()
 
@@ -76,8 +75,7 @@ def probe(opts: dict, out_path: str, progress: bool = True) -> dict:
         log.append({"step": step, "epoch": round(step / per_epoch, 2), "category R@1": r["R@1"],
                     "category mAP@R": r["mAP@R"], "seconds": round(time.perf_counter() - t0, 1)})
         if o["views"]:
-            top = ranked(embed(model, q_views), g, 1)[:, 0]
-            log[-1]["view category R@1"] = float((test.labels[top] == test.labels[q_idx]).mean())
+            log[-1]["view category R@1"] = top1_category(embed(model, q_views), g, test.labels, test.labels[q_idx])
 
     for step in tqdm(range(steps), desc=f"category probe {o['size']}px", disable=not progress):
         if pos + clean > len(order):

@@ -56,6 +56,21 @@ def recall_map(q, g, q_labels, g_labels, exclude_self: bool = False, ks=KS) -> d
     return out
 
 
+def held_out_views(raw, size: int, n: int, seed: int = 1234) -> tuple[np.ndarray, np.ndarray]:
+    """n seeded scanner views (clutter from the held-out photos) of a random n of the items `raw`:
+    (their sorted item indices, uint8 [n, size, size, 3])."""
+    idx = np.sort(np.random.default_rng(seed).choice(len(raw), n, replace=False))
+    maker = ViewMaker(raw, size, EVAL_BACKGROUNDS, seed=seed)
+    views = np.concatenate([maker(idx[a:a + 512]) for a in
+                            tqdm(range(0, n, 512), desc="scanner views", leave=False)])
+    return idx, views
+
+
+def top1_category(q: np.ndarray, g: np.ndarray, g_labels: np.ndarray, q_labels: np.ndarray) -> float:
+    """Share of queries whose nearest gallery item has their label."""
+    return float((g_labels[ranked(q, g, 1)[:, 0]] == q_labels).mean())
+
+
 class Benchmark:
     """The fixed evaluation data, built once and reused for every model of a report."""
 
@@ -64,11 +79,7 @@ class Benchmark:
         self.size = size
         self.test = fashion_mnist("test", size, catalogue)
         self.queries = min(queries, len(self.test))
-        pick = np.random.default_rng(seed).choice(len(self.test), self.queries, replace=False)
-        self.query_idx = np.sort(pick)
-        maker = ViewMaker(self.test.raw, size, EVAL_BACKGROUNDS, seed=seed)
-        self.views = np.concatenate([maker(self.query_idx[a:a + 512]) for a in
-                                     tqdm(range(0, self.queries, 512), desc="scanner views", leave=False)])
+        self.query_idx, self.views = held_out_views(self.test.raw, size, self.queries, seed)
 
     def run(self, model, name: str = "model", attack: tuple[int, float, int] | None = None,
             embed_fn=None, query_model=None) -> dict:
@@ -88,8 +99,7 @@ class Benchmark:
         res["category R@1 (1k gallery)"] = recall_map(g1k, g1k, labels[:1000], labels[:1000], True, (1,))["R@1"]
         inst = recall_map(q, g, self.query_idx, np.arange(len(g)))
         res.update({f"instance {k}": v for k, v in inst.items() if k != "mAP@R"})
-        top1 = ranked(q, g, 1)[:, 0]
-        res["view category R@1"] = float((labels[top1] == labels[self.query_idx]).mean())
+        res["view category R@1"] = top1_category(q, g, labels, labels[self.query_idx])
         res["batch encode ms/image"] = per_image_ms
         if attack is not None and model is not None:
             res.update(self.attacked(model, g, *attack))
