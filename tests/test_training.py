@@ -278,7 +278,8 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
     for args, msg in ((["fit", "--config", "quick", "optim.stepz=3"], "unknown setting optim.stepz"),
                       (["evaluate", "--run", str(tmp_path / "none")], "no finished run"),
                       (["category", "sise=64"], "category probe option 'sise=64'"),
-                      (["category", "views=128"], "views=128: 0..batch-1")):
+                      (["category", "views=128"], "views=128: 0..batch-1"),
+                      (["category", "width=abc"], "'width=abc': width takes an integer")):
         r = subprocess.run([sys.executable, "-m", "skulens_train", *args], env=env, capture_output=True, text=True)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
 

@@ -126,6 +126,10 @@ def parse(overrides: list[str]) -> dict:
         key, eq, value = item.partition("=")
         if not eq or key not in DEFAULTS:
             raise ValueError(f"category probe option {item!r}: expected key=value, keys {sorted(DEFAULTS)}")
-        out[key] = type(DEFAULTS[key])(value)
+        try:
+            out[key] = type(DEFAULTS[key])(value)
+        except ValueError:
+            kind = {int: "an integer", float: "a number"}.get(type(DEFAULTS[key]), "text")
+            raise ValueError(f"category probe option {item!r}: {key} takes {kind}") from None
     check({**DEFAULTS, **out})
     return out
