@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from service_bench import spin
-from skulens.synthetic import manifold
+from synthetic import manifold
 
 OUT = Path(__file__).parent
 

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from skulens.index import ExactIndex, best_simd
-from skulens.synthetic import clustered, exact_topk, recall
+from synthetic import clustered, exact_topk, recall
 
 K = 10
 OUT = Path(__file__).parent

@@ -28,11 +28,11 @@ import grpc
 import numpy as np
 from tqdm import tqdm
 
-from skulens import encoders
+from skulens import encode as encoders
 from skulens.catalog import Catalog
 from skulens.client import search_request
 from skulens.server import Config, Server
-from skulens.synthetic import manifold
+from synthetic import manifold
 from skulens.v1 import skulens_pb2 as pb
 
 OUT = Path(__file__).parent
@@ -254,7 +254,7 @@ def image_queries(args, work: Path) -> dict:
     out["image_query"] = image_query(local, bare, work / "img")
     print("image query:", {k: round(v, 1) for k, v in out["image_query"].items()})
     try:
-        from skulens.triton import TritonServer, TritonUnavailable
+        from skulens.encode.triton import TritonServer, TritonUnavailable
         with TritonServer(args.model_repo) as t:
             out["image_query_triton"] = image_query(encoders.load(args.model_repo, triton=t.url), bare,
                                                     work / "img-triton")
@@ -266,7 +266,7 @@ def image_queries(args, work: Path) -> dict:
 
 def image_query(encs: dict, bare, data: Path) -> dict:
     from PIL import Image
-    from skulens import datasets
+    from skulens.data import datasets
     from skulens.client import Client
     enc = encs["image"]
     shutil.rmtree(data, ignore_errors=True)

@@ -4,7 +4,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <algorithm>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -22,7 +21,6 @@ namespace {
 using F32Array = py::array_t<float, py::array::c_style>;
 using I64Array = py::array_t<int64_t, py::array::c_style>;
 using U64Array = py::array_t<uint64_t, py::array::c_style>;
-using U8Array = py::array_t<uint8_t, py::array::c_style>;
 
 template <class T>
 py::array_t<T> to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
@@ -36,6 +34,18 @@ const float* rows_of(const F32Array& x, size_t dim, size_t* n) {
     throw std::invalid_argument("expected an array of shape (n, " + std::to_string(dim) + ")");
   *n = static_cast<size_t>(x.shape(0));
   return x.data();
+}
+
+// (words, bits) from Python as the kernel's Allow; `keep` holds the array while it is used.
+skulens::Allow to_allow(const py::object& allow, U64Array* keep) {
+  if (allow.is_none()) return {};
+  auto t = allow.cast<py::tuple>();
+  if (t.size() != 2) throw std::invalid_argument("allow must be (words, bits)");
+  *keep = t[0].cast<U64Array>();
+  const size_t bits = t[1].cast<size_t>();
+  if (bits > 64 * static_cast<size_t>(keep->size()))
+    throw std::invalid_argument("allow covers more ids than its words hold");
+  return {keep->data(), bits};
 }
 
 }  // namespace
@@ -105,23 +115,19 @@ PYBIND11_MODULE(_kernel, m) {
       .def("search", [](const ExactIndex& self, const F32Array& q, size_t k, py::object allow) {
         size_t nq;
         const float* qp = rows_of(q, self.dim(), &nq);
-        const uint64_t* bits = nullptr;
-        size_t words = 0;
-        py::array_t<uint64_t, py::array::c_style> allow_arr;
-        if (!allow.is_none()) {
-          allow_arr = allow.cast<py::array_t<uint64_t, py::array::c_style>>();
-          bits = allow_arr.data();
-          words = static_cast<size_t>(allow_arr.size());
-        }
+        U64Array words;
+        const skulens::Allow a = to_allow(allow, &words);
         skulens::SearchResult r;
         {
           py::gil_scoped_release nogil;
-          r = self.search(qp, nq, k, bits, words);
+          r = self.search(qp, nq, k, allow.is_none() ? nullptr : &a);
         }
         const auto rows = static_cast<py::ssize_t>(r.nq), cols = static_cast<py::ssize_t>(r.k);
         return py::make_tuple(to_numpy(std::move(r.scores), {rows, cols}),
                               to_numpy(std::move(r.ids), {rows, cols}));
-      }, py::arg("queries"), py::arg("k"), py::arg("allow") = py::none())
+      }, py::arg("queries"), py::arg("k"), py::arg("allow") = py::none(),
+      "Top k of each query: (scores[nq, k'], ids[nq, k']). allow: None, or (words, bits): a\n"
+      "little-endian uint64 bitset over ids and how many ids it covers (skulens.index.Allow).")
       .def("rerank", [](const ExactIndex& self, const F32Array& q, const I64Array& ids) {
         if (static_cast<size_t>(q.size()) != self.dim())
           throw std::invalid_argument("query must have " + std::to_string(self.dim()) + " values");
@@ -187,34 +193,15 @@ PYBIND11_MODULE(_kernel, m) {
                         py::object rerank) {
         if (static_cast<size_t>(q.size()) != self.dim())
           throw std::invalid_argument("query must have " + std::to_string(self.dim()) + " values");
-        const bool filtered = !allow.is_none();
-        U8Array bits;  // (a default array_t is an empty array, not null)
-        if (filtered) bits = allow.cast<U8Array>();
+        U64Array words;
+        const skulens::Allow a = to_allow(allow, &words);
         const ExactIndex* exact = rerank.is_none() ? nullptr : &rerank.cast<const ExactIndex&>();
         std::vector<float> scores(k);
         std::vector<int64_t> labels(k);
         size_t n;
         {
           py::gil_scoped_release nogil;
-          n = self.search(q.data(), k, ef, filtered ? bits.data() : nullptr,
-                          filtered ? 8 * static_cast<size_t>(bits.size()) : 0, scores.data(), labels.data());
-          if (exact && n) {
-            // The kernel's exact scores for the walk's top k, best first (ties by label).
-            exact->rerank(q.data(), labels.data(), n, scores.data());
-            std::vector<size_t> order(n);
-            for (size_t i = 0; i < n; ++i) order[i] = i;
-            std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-              return scores[a] != scores[b] ? scores[a] > scores[b] : labels[a] < labels[b];
-            });
-            std::vector<float> s2(n);
-            std::vector<int64_t> l2(n);
-            for (size_t i = 0; i < n; ++i) {
-              s2[i] = scores[order[i]];
-              l2[i] = labels[order[i]];
-            }
-            scores.swap(s2);
-            labels.swap(l2);
-          }
+          n = self.search(q.data(), k, ef, allow.is_none() ? nullptr : &a, scores.data(), labels.data(), exact);
         }
         scores.resize(n);
         labels.resize(n);
@@ -223,6 +210,6 @@ PYBIND11_MODULE(_kernel, m) {
       }, py::arg("query"), py::arg("k"), py::arg("ef"), py::arg("allow") = py::none(),
       py::arg("rerank") = py::none(),
       "Top k by inner product: (scores, labels) best first, fewer when the graph or the filter\n"
-      "(a little-endian uint8 bitset over labels) yields fewer. rerank: an ExactIndex holding the\n"
-      "same rows at the same ids, whose exact scores replace the walk's (ties: lower label first).");
+      "(None, or (words, bits) as ExactIndex.search takes) yields fewer. rerank: an ExactIndex holding\n"
+      "the same rows at the same ids, whose exact scores replace the walk's (ties: lower label first).");
 }

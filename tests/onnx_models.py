@@ -4,12 +4,13 @@ the real ONNX Runtime, so decode, preprocess, sessions and caches are exercised;
 only the network is small: 8x8 average pooling of the image, then a fixed
 random projection and L2 normalisation."""
 
-import json
 import os
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from skulens.encode import model_repo
 
 SIZE = 64
 
@@ -34,15 +35,9 @@ def tiny_image_encoder(repo: str, dim: int = 16, seed: int = 0) -> str:
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, os.path.join(folder, "1", "model.onnx"))
-    with open(os.path.join(folder, "skulens.json"), "w") as f:
-        json.dump({"name": "tiny-avgpool-proj", "dim": dim, "input_size": SIZE,
-                   "mean": [127.5] * 3, "std": [127.5] * 3}, f)
-    with open(os.path.join(folder, "config.pbtxt"), "w") as f:   # as skulens-train export writes it
-        f.write(f'name: "image_encoder"\nbackend: "onnxruntime"\nmax_batch_size: 64\n'
-                f'input [ {{ name: "pixels" data_type: TYPE_FP32 dims: [ 3, {SIZE}, {SIZE} ] }} ]\n'
-                f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]\n'
-                'dynamic_batching { max_queue_delay_microseconds: 2000 }\n'
-                'instance_group [ { kind: KIND_CPU count: 1 } ]\n')
+    model_repo.write(folder, {"name": "tiny-avgpool-proj", "dim": dim, "input_size": SIZE,
+                              "mean": [127.5] * 3, "std": [127.5] * 3},
+                     model_repo.image_config(SIZE, dim, queue_delay_us=2000))
     return folder
 
 
@@ -81,12 +76,5 @@ def tiny_text_encoder(repo: str, words: list[str], dim: int = 12, seed: int = 0)
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, os.path.join(folder, "1", "model.onnx"))
-    with open(os.path.join(folder, "skulens.json"), "w") as f:
-        json.dump({"name": "tiny-bag-of-words", "dim": dim, "max_tokens": 32}, f)
-    with open(os.path.join(folder, "config.pbtxt"), "w") as f:
-        f.write(f'name: "text_encoder"\nbackend: "onnxruntime"\nmax_batch_size: 64\n'
-                'input [ { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },\n'
-                '        { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
-                f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]\n'
-                'instance_group [ { kind: KIND_CPU count: 1 } ]\n')
+    model_repo.write(folder, {"name": "tiny-bag-of-words", "dim": dim, "max_tokens": 32}, model_repo.text_config(dim))
     return folder

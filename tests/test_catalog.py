@@ -6,7 +6,7 @@ import pytest
 
 from skulens.catalog import Catalog, Hit, Product
 from skulens.errors import InvalidArgument, NotFound, SkulensError, Unavailable
-from skulens.synthetic import clustered
+from synthetic import clustered
 
 D = 32
 
@@ -228,7 +228,7 @@ def test_products_the_graph_lacks_yet_are_searched_exactly(cat):
     cat.upsert(products(x))
     assert cat.wait_indexed(60)
     new = clustered(600, D, seed=4)
-    with cat._graph_mu:  # fault injection: the indexer is stalled
+    with cat._indexer.mutex:  # fault injection: the indexer is stalled
         cat.upsert([dict(id=f"n{i}", category="c9", vector=new[i]) for i in range(500)])
         cat.upsert([dict(id=f"p{i}", category="c9", vector=new[500 + i]) for i in range(100)])  # updates
         assert cat.stats()["hnsw"]["unindexed"] == 600

@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from skulens.catalog import Catalog
-from skulens.synthetic import clustered
+from synthetic import clustered
 
 D = 32
 SECONDS = float(os.environ.get("SKULENS_STRESS_SECONDS", "30"))

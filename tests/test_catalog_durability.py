@@ -14,8 +14,9 @@ import pytest
 
 import catalog_worker as worker
 from skulens.catalog import Catalog
+from skulens.catalog.indexer import Indexer
 from skulens.errors import CorruptCatalog
-from skulens.synthetic import clustered
+from synthetic import clustered
 
 D = 32
 HERE = os.path.dirname(__file__)
@@ -228,7 +229,7 @@ def test_backlog_survives_a_restart_and_rebuilds_in_the_background(tmp_path, mon
     x = _fill(path, 500)
     y = clustered(300, D, seed=8)
     with monkeypatch.context() as m:
-        m.setattr(Catalog, "_indexer", lambda self: None)  # fault injection: no indexer at all
+        m.setattr(Indexer, "_run", lambda self: None)  # fault injection: no indexer at all
         with Catalog.open(path, D) as c:
             c.upsert([dict(id=f"n{i}", vector=y[i]) for i in range(300)])
             assert c.stats()["hnsw"]["unindexed"] == 300

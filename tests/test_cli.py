@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 import onnx_models
-from skulens import cli, encoders
+from skulens import cli
+from skulens import encode as encoders
 from skulens.server import Config, Server
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 import onnx_models
-from skulens import encoders
+from skulens import encode as encoders
 from skulens.client import Client
 from skulens.errors import InvalidArgument, ResourceExhausted
 from skulens.server import Config, Server

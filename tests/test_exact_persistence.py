@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from skulens.index import STORAGES, ExactIndex
-from skulens.synthetic import clustered
+from synthetic import clustered
 
 
 @pytest.mark.parametrize("storage", STORAGES)

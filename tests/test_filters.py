@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from skulens import filters as flt
+from skulens.catalog import filters as flt
 from skulens.errors import InvalidArgument
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from skulens import _kernel
+from skulens.index import _kernel
 
 
 def test_every_half_round_trips():

@@ -7,7 +7,7 @@ import pytest
 from skulens.client import Client
 from skulens.fusion import Fusion
 from skulens.server import Config, Server
-from skulens.synthetic import clustered
+from synthetic import clustered
 
 
 def test_stable_after_consistent_frames_and_reset_on_switch():

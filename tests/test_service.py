@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from skulens.client import AsyncClient, Client
 from skulens.server import Config, Server
-from skulens.synthetic import clustered
+from synthetic import clustered
 
 D = 16
 

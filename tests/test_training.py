@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training needs torch (pip install torch==2.13.0)")
 
-from skulens import datasets  # noqa: E402
+from skulens.data import datasets  # noqa: E402
 from skulens_train import config as C  # noqa: E402
 from skulens_train import losses  # noqa: E402
 from skulens_train.evaluate import ranked, recall_map  # noqa: E402
@@ -182,7 +182,7 @@ def test_normsoftmax_learns_proxies(seed):
 # --- scanner views ----------------------------------------------------------------------------------
 @needs_data
 def test_scanner_views_are_seeded_and_degraded():
-    from skulens_train.views import EVAL_BACKGROUNDS, ViewMaker, catalogue_image
+    from skulens.data.views import EVAL_BACKGROUNDS, ViewMaker, catalogue_image
     images, _ = datasets.load("test")
     a = ViewMaker(images[:4], 64, EVAL_BACKGROUNDS, seed=3)
     v1, v2 = a([0, 1, 2, 3]), a([0, 1, 2, 3])
@@ -197,7 +197,7 @@ def test_scanner_views_are_seeded_and_degraded():
 
 
 def test_scanner_view_of_a_photo_keeps_the_photo_inside():
-    from skulens_train.views import TRAIN_BACKGROUNDS, Backgrounds, ViewSpec, scanner_view
+    from skulens.data.views import TRAIN_BACKGROUNDS, Backgrounds, ViewSpec, scanner_view
     photo = np.zeros((40, 40, 3), np.uint8)
     photo[..., 0] = 255                                              # a pure red product photo
     spec = ViewSpec(fill=(0.9, 0.9), max_rotation=0, perspective=0, blur=(0, 0), noise=(0, 0), jpeg=(95, 95),
@@ -277,9 +277,11 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     for args, msg in ((["fit", "--config", "quick", "optim.stepz=3"], "unknown setting optim.stepz"),
                       (["evaluate", "--run", str(tmp_path / "none")], "no finished run"),
-                      (["category", "sise=64"], "category probe option 'sise=64'"),
-                      (["category", "views=128"], "views=128: 0..batch-1"),
-                      (["category", "width=abc"], "'width=abc': width takes an integer")):
+                      (["category", "sise=64"], "unknown setting sise"),
+                      (["category", "views=128"], "views=128: 0..optim.batch-1"),
+                      (["category", "model.width=abc"], "'model.width=abc': model.width takes an integer"),
+                      (["fit", "--config", "quick", "optim.steps=abc"], "optim.steps takes an integer"),
+                      (["text", "optim.lr=fast"], "'optim.lr=fast': optim.lr takes a number")):
         r = subprocess.run([sys.executable, "-m", "skulens_train", *args], env=env, capture_output=True, text=True)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
 
@@ -287,14 +289,17 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
 @needs_data
 def test_category_probe_learns_categories_and_scores_every_epoch(tmp_path):
     from skulens_train.category_probe import probe, shift_flip
+
+    def opts_of(**o):
+        return C.load(None, [f"{k}={v}" for k, v in o.items()], C.Probe)
     x = np.zeros((2, 16, 16, 3), np.uint8)
     x[:, 8, 3] = 255
     y = shift_flip(x, np.random.default_rng(0)).numpy()
     assert y.shape == x.shape and (y.reshape(2, -1).sum(1) == 3 * 255).all()  # moved, never lost (shift <= 2)
-    opts = dict(arch="small", size=32, train_limit=2048, test_limit=500, threads=1, dim=32, lr=3e-3,
-                backbone_lr=3e-3, warmup=5)
-    untrained = probe(dict(opts, epochs=0.02), str(tmp_path / "u.json"), progress=False)  # one step
-    res = probe(dict(opts, epochs=4.0), str(tmp_path / "p.json"), progress=False)
+    opts = {"model.arch": "small", "model.input_size": 32, "train_limit": 2048, "test_limit": 500, "threads": 1,
+            "model.dim": 32, "optim.lr": 3e-3, "optim.backbone_lr": 3e-3, "optim.warmup": 5}
+    untrained = probe(opts_of(**opts, epochs=0.02), str(tmp_path / "u.json"), progress=False)  # one step
+    res = probe(opts_of(**opts, epochs=4.0), str(tmp_path / "p.json"), progress=False)
     assert [e["epoch"] for e in res["log"]] == [1.0, 2.0, 3.0, 4.0] and (tmp_path / "p.json").exists()
     # Random conv features already sort Fashion-MNIST somewhat (R@1 ~0.57, mAP@R ~0.18 after one step);
     # four epochs on 2k pictures must tighten the categories well beyond that (measured 0.68, 0.44).
@@ -312,8 +317,9 @@ def test_category_probe_with_views_trains_on_them_and_scores_them(tmp_path, monk
             made.append(len(indices))
             return super().__call__(indices, epoch)
     monkeypatch.setattr(cp, "ViewMaker", Spy)
-    opts = dict(arch="native", size=32, train_limit=1024, test_limit=300, threads=1, dim=32, lr=3e-3,
-                backbone_lr=3e-3, warmup=5, batch=64, views=16, epochs=2.0)
+    opts = C.load(None, ["model.arch=native", "model.input_size=32", "train_limit=1024", "test_limit=300",
+                         "threads=1", "model.dim=32", "optim.lr=3e-3", "optim.backbone_lr=3e-3", "optim.warmup=5",
+                         "optim.batch=64", "views=16", "epochs=2.0"], C.Probe)
     res = cp.probe(opts, str(tmp_path / "v.json"), progress=False)
     # 1,024 clean pictures at 48 a step: 21 steps of 48 clean + 16 views (the held-out views come from
     # evaluate.held_out_views, the benchmark's own, and are not counted here).

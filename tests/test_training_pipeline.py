@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="training needs torch (pip install torch==2.13.0)")
 
-from skulens import datasets  # noqa: E402
+from skulens.data import datasets  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not datasets.available(), reason="apt-get install dataset-fashion-mnist")
 
@@ -85,9 +85,9 @@ def test_a_continued_run_starts_from_the_earlier_proxies(quick, tmp_path):
 
 
 def test_export_serves_the_trained_model_like_torch(quick, tmp_path):
-    from skulens.encoders import ImageEncoder
+    from skulens.encode import ImageEncoder
     from skulens_train.train import load_run
-    from skulens_train.views import catalogue_image
+    from skulens.data.views import catalogue_image
     from skulens_train.models import normalise_pixels
     from PIL import Image
     _, run = quick
@@ -119,7 +119,9 @@ def exported(quick, tmp_path_factory):
     root, run = quick
     repo = str(tmp_path_factory.mktemp("exported"))
     text_run = str(root / "text-minilm")
-    fit_text("minilm", run, text_run, steps=40, batch=128, images=1000)
+    from skulens_train import config as C
+    fit_text(C.load(None, [f"image_run={run}", "optim.steps=40", "optim.warmup=4", "optim.batch=128",
+                           "images=1000"], C.Text), text_run, progress=False)
     res = evaluate_text(text_run, Benchmark(64, catalogue=500, queries=200))
     assert 0 <= res["text->image R@1 (held-out words)"] <= 1 and "image+text: view category R@1" in res
     _cli("export", "--run", run, "--model-repo", repo, "--text", text_run)
@@ -128,7 +130,7 @@ def exported(quick, tmp_path_factory):
 
 def test_the_server_answers_with_the_trained_models(exported, tmp_path):
     from PIL import Image
-    from skulens import encoders
+    from skulens import encode as encoders
     from skulens.client import Client
     from skulens.server import Config, Server
     enc = encoders.load(exported)
@@ -153,8 +155,8 @@ def test_the_server_answers_with_the_trained_models(exported, tmp_path):
 def test_triton_serves_the_exported_models(exported):
     """The exported folders as Triton serves them (python backend over the same ONNX files)."""
     pytest.importorskip("tritonclient.grpc", reason="pip install tritonclient[grpc]")
-    from skulens import encoders
-    from skulens.triton import TritonServer, TritonUnavailable, find_install
+    from skulens import encode as encoders
+    from skulens.encode.triton import TritonServer, TritonUnavailable, find_install
     try:
         find_install()
     except TritonUnavailable as e:
@@ -170,7 +172,7 @@ def test_triton_serves_the_exported_models(exported):
 
 
 def test_int8_export_agrees_with_fp32(quick, tmp_path):
-    from skulens.encoders import ImageEncoder
+    from skulens.encode import ImageEncoder
     _, run = quick
     repo = str(tmp_path / "repo8")
     _cli("export", "--run", run, "--model-repo", repo, "--int8")

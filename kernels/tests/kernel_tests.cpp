@@ -137,7 +137,7 @@ static void test_index_end_to_end() {
   ix.add(x.data(), 100);
   const int64_t rm[] = {3};
   ix.remove(rm, 1);
-  SearchResult r = ix.search(x.data() + 3 * 10, 1, 5, nullptr, 0);
+  SearchResult r = ix.search(x.data() + 3 * 10, 1, 5);
   CHECK(r.k == 5, "k");
   // Ties (all cosine 1) come back in id order, skipping the removed id 3.
   const int64_t want[] = {13, 23, 33, 43, 53};

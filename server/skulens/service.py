@@ -14,16 +14,17 @@ import time
 import grpc
 import numpy as np
 
-from .catalog import MAX_ID_BYTES, Catalog, Product
-from .fusion import Fusion
+from .catalog import Catalog, Product
 from .errors import DeadlineExceeded, InvalidArgument, NotFound, SkulensError, Unavailable, Unimplemented
+from .fusion import Fusion
+from .limits import MAX_ID_BYTES, MAX_TOP_K
 from .v1 import skulens_pb2 as pb
 from .v1 import skulens_pb2_grpc as pb_grpc
 
 log = logging.getLogger("skulens.service")
 
-MAX_TOP_K = 1000
-MODES = {pb.MODE_AUTO: "auto", pb.MODE_EXACT: "exact", pb.MODE_ANN: "ann"}
+# The proto's Mode enum, by the catalogue's names (MODE_AUTO -> "auto"; limits.MODES lists the same).
+MODES = {value: name.removeprefix("MODE_").lower() for name, value in pb.Mode.items()}
 
 
 def _rpc(fn):
@@ -69,7 +70,7 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
 
     def __init__(self, catalog: Catalog | None, encoders=None):
         self.catalog = catalog
-        self.encoders = encoders or {}  # "image" / "text" -> skulens.encoders.Encoder
+        self.encoders = encoders or {}  # "image" / "text" -> skulens.encode.ImageEncoder / TextEncoder
 
     # --- queries -------------------------------------------------------------------
     def _query_vector(self, q: pb.Query, timings: pb.Timings):
@@ -226,6 +227,8 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
             out.vector.extend(p.vector.tolist())
             if p.text_vector is not None:
                 out.text_vector.extend(p.text_vector.tolist())
+        if request.include_thumbnail:
+            out.thumbnail = self.catalog.thumbnail(request.id) or b""
         return out
 
     @_rpc

@@ -5,9 +5,12 @@
   export    ONNX into model_repo/ (image encoder; the text projection with --text RUN)
   experiments  the methods table, one row per configs/experiment.toml + overrides
   baselines raw pixels and zero-shot Lite0 on the same benchmark -> RUNS/baselines.json
-  text      train + evaluate a text branch against an image run (arch=minilm|bilstm)
+  text      train + evaluate a text branch against an image run (--run RUN, arch=minilm|bilstm)
   category  the clean-category capacity probe: the image tower trained for categories alone
-            (size=64 epochs=3 ...) -> RUNS/probes/category-ARCH-SIZEpx-Nep.json
+            (model.input_size=64 epochs=3 ...) -> RUNS/probes/category-ARCH-SIZEpx-Nep.json
+
+Every command takes the same key=value grammar (config.py): fit reads config.Config, text
+config.Text, category config.Probe; e.g. optim.steps=50 or model.input_size=96.
   report    the experiments table, plots and markdown (training/REPORT.md)
 """
 
@@ -48,29 +51,37 @@ def main(argv=None) -> int:
         return 0
     if args.command == "baselines":
         from .report import baselines
-        baselines(args.runs, threads=int(dict(o.split("=", 1) for o in args.overrides).get("threads", 0)))
+        try:
+            threads = C.load(None, args.overrides).threads   # threads=N, as fit reads it
+        except ValueError as e:
+            ap.error(str(e))
+        baselines(args.runs, threads=threads)
         return 0
     if args.command == "text":
-        # python -m skulens_train text --run RUNS/main [arch=minilm|bilstm steps=300]
+        # python -m skulens_train text --run RUNS/main [arch=minilm|bilstm optim.steps=300]
         from .evaluate import Benchmark
         from .text import evaluate_text, fit_text
-        kw = dict(o.split("=", 1) for o in args.overrides)
-        arch = kw.get("arch", "minilm")
-        out = os.path.join(args.runs, f"text-{arch}")
-        fit_text(arch, args.run or os.path.join(args.runs, "main"), out, steps=int(kw.get("steps", 300)))
-        res = evaluate_text(out, Benchmark(64, 10_000, int(kw.get("queries", 2000))))
+        try:
+            tcfg = C.load(args.config, args.overrides, C.Text)
+        except (ValueError, FileNotFoundError) as e:
+            ap.error(str(e))
+        if not tcfg.image_run:
+            tcfg.image_run = args.run or os.path.join(args.runs, "main")
+        out = os.path.join(args.runs, f"text-{tcfg.arch}")
+        fit_text(tcfg, out, progress=not args.no_progress)
+        res = evaluate_text(out, Benchmark(64, 10_000, tcfg.queries))
         with open(os.path.join(out, "eval.json"), "w") as f:
             json.dump(res, f, indent=1)
         print(json.dumps(res, indent=1))
         return 0
     if args.command == "category":
-        from .category_probe import default_path, parse, probe
+        from .category_probe import default_path, probe
         try:
-            opts = parse(args.overrides)
-        except ValueError as e:
+            pcfg = C.load(args.config, args.overrides, C.Probe)
+        except (ValueError, FileNotFoundError) as e:
             ap.error(str(e))
-        out = args.run or default_path(args.runs, opts)
-        res = probe(opts, out, progress=not args.no_progress)
+        out = args.run or default_path(args.runs, pcfg)
+        res = probe(pcfg, out, progress=not args.no_progress)
         print(json.dumps({k: v for k, v in res.items() if k != "log"}, indent=1))
         print(f"written: {out}")
         return 0

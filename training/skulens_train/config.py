@@ -1,4 +1,9 @@
-"""Run configuration: a TOML file, every field with a default, overridable with `key=value`."""
+"""Run configuration: a TOML file, every field with a default, overridable with `key=value`.
+
+One grammar for every recipe: `Config` (image fit), `Text` (the text branch) and `Probe` (the
+clean-category probe) are dataclasses read by the same loader (`load`), so `optim.lr=2e-3` or
+`model.input_size=96` means the same thing in `fit`, `text` and `category`. Values are JSON
+(a bare word is a string) and are checked against the field's type when they load."""
 
 from __future__ import annotations
 
@@ -51,10 +56,11 @@ class Optim:
     backbone_lr: float = 3e-4
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    warmup: int = 50             # steps of linear warm-up, then cosine decay to 0
+    warmup: int = 50             # steps of linear warm-up (see schedule)
     batch: int = 128
     steps: int = 300
-    grad_clip: float = 5.0
+    grad_clip: float = 5.0       # 0: off
+    schedule: str = "warmup_cosine"   # warmup_cosine | ramp_cosine | onecycle (loop.schedule)
 
 
 @dataclass
@@ -104,50 +110,110 @@ class Config:
     eval: Eval = field(default_factory=Eval)
 
 
+@dataclass
+class Text:
+    """The text branch (`skulens-train text`): a sentence model mapped into an image run's space."""
+    name: str = "text"
+    seed: int = 0
+    arch: str = "minilm"         # minilm (frozen MiniLM + a trained projection) | bilstm (from scratch)
+    image_run: str = ""          # the image run whose space the titles are mapped into
+    images: int = 6000           # training pictures whose vectors the titles are pulled to
+    queries: int = 2000          # scanner views of the evaluation
+    optim: Optim = field(default_factory=lambda: Optim(lr=2e-3, batch=256, steps=300, warmup=30, grad_clip=0.0,
+                                                       schedule="onecycle"))
+
+
+@dataclass
+class Probe:
+    """The clean-category capacity probe (`skulens-train category`, category_probe.py)."""
+    seed: int = 0
+    threads: int = 2
+    epochs: float = 3.0          # passes over the clean training pictures (sets the step count)
+    views: int = 0               # of each batch, scanner views of its first `views` articles
+    train_limit: int = 0         # 0: all 60,000
+    test_limit: int = 0          # 0: all 10,000
+    model: Model = field(default_factory=Model)
+    optim: Optim = field(default_factory=lambda: Optim(grad_clip=0.0, schedule="ramp_cosine"))
+
+
 ARCHS = ("lite0", "small", "native")   # image towers (models.ImageEncoder)
 CHOICES = {  # checked when a config loads, before any data or model is touched
     ("model", "arch"): ARCHS, ("model", "norm"): ("batch", "group"),
     ("loss", "pair"): ("infonce", "cosine", "triplet", "none"), ("optim", "name"): ("adamw", "adam", "sgd"),
     ("adversarial", "method"): ("none", "fgsm", "pgd"),
+    ("optim", "schedule"): ("warmup_cosine", "ramp_cosine", "onecycle"),
 }
 
 
-def validate(cfg: "Config") -> "Config":
+def _choices(cfg) -> None:
     for (part, key), allowed in CHOICES.items():
-        v = getattr(getattr(cfg, part), key)
-        if v not in allowed:
-            raise ValueError(f"{part}.{key} = {v!r}: expected one of {', '.join(allowed)}")
+        if hasattr(cfg, part):
+            v = getattr(getattr(cfg, part), key)
+            if v not in allowed:
+                raise ValueError(f"{part}.{key} = {v!r}: expected one of {', '.join(allowed)}")
+    o = cfg.optim
+    if o.batch < 2 or o.steps < 0 or o.warmup < (1 if o.schedule != "warmup_cosine" else 0):
+        raise ValueError("optim.batch must be >= 2, optim.steps >= 0 and optim.warmup >= 1 "
+                         "(>= 0 for warmup_cosine)")
+
+
+def validate(cfg):
+    """Refuse what cannot run, naming the setting, before any data or model is touched."""
+    _choices(cfg)
+    if hasattr(cfg, "model"):
+        for key in ("dim", "input_size"):
+            if getattr(cfg.model, key) <= 0:
+                raise ValueError(f"model.{key} must be positive")
+    if isinstance(cfg, Text):
+        if cfg.arch not in ("minilm", "bilstm"):
+            raise ValueError(f"arch = {cfg.arch!r}: expected minilm or bilstm")
+        return cfg
+    if isinstance(cfg, Probe):
+        if not 0 <= cfg.views < cfg.optim.batch:
+            raise ValueError(f"views={cfg.views}: 0..optim.batch-1 (optim.batch={cfg.optim.batch})")
+        if cfg.epochs < 0:
+            raise ValueError("epochs must be >= 0")
+        return cfg
     t = cfg.model.trainable
     if not (t in ("all", "head") or (t.partition(":")[0] in ("last", "lora") and t.partition(":")[2].isdigit()
                                      and int(t.partition(":")[2]) > 0)):
         raise ValueError(f"model.trainable = {t!r}: expected all, head, last:N or lora:R")
     if t != "all" and cfg.model.arch != "lite0":
         raise ValueError(f"model.trainable = {t!r} needs model.arch = \"lite0\"")
-    for key in ("dim", "input_size"):
-        if getattr(cfg.model, key) <= 0:
-            raise ValueError(f"model.{key} must be positive")
     if cfg.loss.memory < 0 or (cfg.loss.memory and cfg.loss.pair != "infonce"):
         raise ValueError("loss.memory must be >= 0 and needs loss.pair = \"infonce\"")
     if cfg.loss.clean_supcon < 0 or cfg.loss.supcon_temperature <= 0:
         raise ValueError("loss.clean_supcon must be >= 0 and loss.supcon_temperature > 0")
-    if cfg.optim.batch < 2 or cfg.optim.steps < 0:
-        raise ValueError("optim.batch must be >= 2 and optim.steps >= 0")
     return cfg
 
 
-def _build(cls, d: dict, where: str):
+_KINDS = {"int": (int, "an integer"), "float": ((int, float), "a number"), "bool": (bool, "true or false"),
+          "str": (str, "text"), "list[int]": (list, "a list of integers")}
+
+
+def _build(cls, d: dict, where: str, defaults=None):
+    """cls from a (nested) dict; sections start from the default of that field (defaults: the
+    instance whose fields give them), so a recipe's own defaults stay under an override."""
     known = {f.name: f for f in dataclasses.fields(cls)}
+    base = defaults if defaults is not None else cls()
     kw = {}
     for k, v in d.items():
         if k not in known:
             raise ValueError(f"unknown setting {where}{k}")
-        t = known[k].type
-        if dataclasses.is_dataclass(known[k].default_factory() if known[k].default_factory
-                                    is not dataclasses.MISSING else None):
-            kw[k] = _build(type(known[k].default_factory()), v, f"{where}{k}.")
-        else:
-            kw[k] = v
-    return cls(**kw)
+        current = getattr(base, k)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(v, dict):
+                raise ValueError(f"{where}{k} is a section: set its fields ({where}{k}.name=value)")
+            kw[k] = _build(type(current), v, f"{where}{k}.", current)
+            continue
+        types, kind = _KINDS.get(str(known[k].type), (object, "a value"))
+        if isinstance(v, bool) and types is not bool or not isinstance(v, types):
+            if types is str and isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = str(v)   # name=123: a name, not a number
+            else:
+                raise ValueError(f"'{where}{k}={v}': {where}{k} takes {kind}")
+        kw[k] = float(v) if kind == "a number" else v
+    return dataclasses.replace(base, **kw)
 
 
 def _coerce(text: str):
@@ -171,7 +237,8 @@ def resolve(path: str) -> str:
     raise FileNotFoundError(f"no config {path!r} (a file, or one of {sorted(os.listdir(CONFIGS))})")
 
 
-def load(path: str | None = None, overrides: list[str] = ()) -> Config:
+def load(path: str | None = None, overrides: list[str] = (), cls=None):
+    """A `cls` (default Config) from a TOML file (or a shipped config's name) and key=value overrides."""
     d: dict = {}
     if path:
         path = resolve(path)
@@ -186,7 +253,7 @@ def load(path: str | None = None, overrides: list[str] = ()) -> Config:
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = _coerce(value)
-    return validate(_build(Config, d, ""))
+    return validate(_build(cls or Config, d, ""))
 
 
 def as_dict(cfg: Config) -> dict:

@@ -29,7 +29,7 @@ class Items:
 
 
 def _render(raw, size: int) -> np.ndarray:
-    from .views import catalogue_image
+    from skulens.data.views import catalogue_image
     out = np.empty((len(raw), size, size, 3), np.uint8)
     for i, r in enumerate(raw):
         out[i] = catalogue_image(r, size)
@@ -37,7 +37,7 @@ def _render(raw, size: int) -> np.ndarray:
 
 
 def fashion_mnist(split: str, size: int, limit: int = 0, classes=()) -> Items:
-    from skulens import datasets
+    from skulens.data import datasets
     images, labels = datasets.load(split)
     keep = np.arange(len(labels))
     if classes:
@@ -53,7 +53,7 @@ def folder(path: str, meta: str, size: int) -> Items:
     """A user's catalogue: every product image becomes one item; categories are indexed as found."""
     import io
     from PIL import Image
-    from skulens.cli import folder_products
+    from skulens.data.sources import folder_products
     raw, cats, labels, titles = [], [], [], []
     for p in folder_products(path, meta):
         raw.append(np.asarray(Image.open(io.BytesIO(p["image"])).convert("RGB")))

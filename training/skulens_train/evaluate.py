@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from .models import normalise_pixels
-from .views import EVAL_BACKGROUNDS, ViewMaker
+from skulens.data.views import EVAL_BACKGROUNDS, ViewMaker
 
 KS = (1, 5, 10)
 

@@ -1,6 +1,7 @@
 """Export trained encoders to ONNX in a Triton-style model repository, checked against torch.
 
-model_repo/image_encoder/{config.pbtxt, skulens.json, 1/model.onnx}: uint8-derived normalised
+model_repo/image_encoder/{config.pbtxt, skulens.json, 1/model.onnx} (the format is
+skulens.encode.model_repo's, written through it): uint8-derived normalised
 pixels [B, 3, S, S] -> unit vectors; LoRA adapters are merged first. With a text run,
 model_repo/text_encoder/: MiniLM + the trained projection in one graph, in the image space.
 skulens.json records where the model came from (run config, steps, evaluation).
@@ -15,36 +16,21 @@ import shutil
 import numpy as np
 import torch
 
+from skulens.encode import model_repo as repo_format
+
 from .models import MEAN, STD, normalise_pixels
 
-IMAGE_CONFIG = """name: "image_encoder"
-backend: "onnxruntime"
-max_batch_size: 64
-input [ {{ name: "pixels" data_type: TYPE_FP32 dims: [ 3, {size}, {size} ] }} ]
-output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]
-dynamic_batching {{ max_queue_delay_microseconds: 500 }}
-instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-"""
-
-TEXT_CONFIG = """name: "text_encoder"
-backend: "onnxruntime"
-max_batch_size: 64
-input [ {{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }},
-        {{ name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] }} ]
-output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]
-instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-"""
 
 
 def real_images(size: int) -> np.ndarray:
     """Photos (scikit-image) and Fashion-MNIST articles, through the server's own preprocessing."""
     from PIL import Image
-    from skulens.encoders import fit_square
+    from skulens.data.preprocess import fit_square
     import skimage.data as sd
     ims = [fit_square(Image.fromarray(getattr(sd, n)()).convert("RGB"), size) for n in ("chelsea", "coffee", "astronaut")]
     try:
-        from skulens import datasets
-        from .views import catalogue_image
+        from skulens.data import datasets
+        from skulens.data.views import catalogue_image
         ims += [catalogue_image(a, size) for a in datasets.load("test")[0][:13]]
     except FileNotFoundError:
         pass
@@ -57,50 +43,38 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum(1).min())
 
 
-def _atomic_folder(folder: str):
-    tmp = folder + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.join(tmp, "1"))
-    return tmp
-
-
 def export_image(run: str, repo: str, int8: bool = False) -> dict:
     import onnxruntime as ort
     from .train import load_run
     cfg, model = load_run(run)
     model = model.merge_adapters().eval().to(memory_format=torch.contiguous_format)
     size = cfg.model.input_size
-    folder = os.path.join(repo, "image_encoder")
-    tmp = _atomic_folder(folder)
-    path = os.path.join(tmp, "1", "model.onnx")
-    torch.onnx.export(model, (torch.zeros(1, 3, size, size),), path, input_names=["pixels"],
-                      output_names=["embedding"], dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
-                      opset_version=17, dynamo=False)
-    x = normalise_pixels(torch.from_numpy(real_images(size))).contiguous()
-    with torch.no_grad():
-        want = model(x).numpy()
-    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"pixels": x.numpy()})[0]
-    cos = min_cosine(got, want)
-    if cos < 0.9999:
-        raise SystemExit(f"ONNX Runtime and torch disagree: min cosine {cos:.6f} < 0.9999")
-    meta = {"name": f"skulens-{cfg.name}-{cfg.model.arch}-{size}px", "dim": cfg.model.dim, "input_size": size,
-            "mean": list(MEAN), "std": list(STD), "min_cosine_onnx_vs_torch": cos, "run": _provenance(run)}
-    if int8:
-        # Served model = the int8 one; the fp32 graph stays beside it for comparison.
-        from .quantize import compare, quantize_image
-        fp32 = os.path.join(tmp, "fp32.onnx")
-        os.replace(path, fp32)
-        quantize_image(fp32, path, size)
-        meta["name"] += "-int8"
-        meta["quantization"] = {"method": "ONNX Runtime static QDQ, per-channel int8 weights, uint8 activations",
-                                "calibration": "256 training pictures + 256 scanner views",
-                                "measured": compare(fp32, path, size, 1000, 1000)}
-    with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
-        f.write(IMAGE_CONFIG.format(size=size, dim=cfg.model.dim))
-    with open(os.path.join(tmp, "skulens.json"), "w") as f:
-        json.dump(meta, f, indent=1)
-    _swap(tmp, folder)
-    print(f"wrote {folder} (min cosine onnx vs torch {cos:.7f} on {len(x)} real images)")
+    with repo_format.staged(repo, repo_format.IMAGE) as tmp:
+        path = repo_format.model_path(tmp)
+        torch.onnx.export(model, (torch.zeros(1, 3, size, size),), path, input_names=["pixels"],
+                          output_names=["embedding"], dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+        x = normalise_pixels(torch.from_numpy(real_images(size))).contiguous()
+        with torch.no_grad():
+            want = model(x).numpy()
+        got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"pixels": x.numpy()})[0]
+        cos = min_cosine(got, want)
+        if cos < 0.9999:
+            raise SystemExit(f"ONNX Runtime and torch disagree: min cosine {cos:.6f} < 0.9999")
+        meta = {"name": f"skulens-{cfg.name}-{cfg.model.arch}-{size}px", "dim": cfg.model.dim, "input_size": size,
+                "mean": list(MEAN), "std": list(STD), "min_cosine_onnx_vs_torch": cos, "run": _provenance(run)}
+        if int8:
+            # Served model = the int8 one; the fp32 graph stays beside it for comparison.
+            from .quantize import compare, quantize_image
+            fp32 = os.path.join(os.path.dirname(path), "fp32.onnx")
+            os.replace(path, fp32)
+            quantize_image(fp32, path, size)
+            meta["name"] += "-int8"
+            meta["quantization"] = {"method": "ONNX Runtime static QDQ, per-channel int8 weights, uint8 activations",
+                                    "calibration": "256 training pictures + 256 scanner views",
+                                    "measured": compare(fp32, path, size, 1000, 1000)}
+        repo_format.write(tmp, meta, repo_format.image_config(size, cfg.model.dim))
+    print(f"wrote {os.path.join(repo, repo_format.IMAGE)} (min cosine onnx vs torch {cos:.7f} on {len(x)} real images)")
     return meta
 
 
@@ -112,15 +86,6 @@ def _provenance(run: str) -> dict:
             with open(p) as f:
                 out[name] = f.read() if name.endswith(".toml") else json.load(f)
     return out
-
-
-def _swap(tmp: str, folder: str) -> None:
-    old = folder + ".old"
-    shutil.rmtree(old, ignore_errors=True)
-    if os.path.exists(folder):
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def onnx_text(model, path: str) -> None:
@@ -139,27 +104,23 @@ def export_text(run: str, repo: str) -> dict:
     meta_in, model = load_text_run(run)
     if meta_in["arch"] != "minilm":
         raise SystemExit("only the MiniLM text branch is exported (the BiLSTM is the comparison)")
-    folder = os.path.join(repo, "text_encoder")
-    tmp = _atomic_folder(folder)
-    path = os.path.join(tmp, "1", "model.onnx")
-    onnx_text(model, path)
-    shutil.copy(os.path.join(minilm_dir(), "tokenizer.json"), os.path.join(tmp, "1", "tokenizer.json"))
-    titles = ["Sneaker (Fashion-MNIST article)", "red leather ankle boot", "a bag for a laptop", "women's summer dress"]
-    feed = tokenizer(titles)
-    with torch.no_grad():
-        want = model(torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])).numpy()
-    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feed)[0]
-    cos = min_cosine(got, want)
-    if cos < 0.9999:
-        raise SystemExit(f"text: ONNX Runtime and torch disagree: min cosine {cos:.6f}")
-    meta = {"name": f"all-MiniLM-L6-v2+projection({meta_in['image_run']})", "dim": int(got.shape[1]),
-            "max_tokens": 128, "space": "image", "min_cosine_onnx_vs_torch": cos, "run": meta_in}
-    with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
-        f.write(TEXT_CONFIG.format(dim=got.shape[1]))
-    with open(os.path.join(tmp, "skulens.json"), "w") as f:
-        json.dump(meta, f, indent=1)
-    _swap(tmp, folder)
-    print(f"wrote {folder} (min cosine onnx vs torch {cos:.7f})")
+    with repo_format.staged(repo, repo_format.TEXT) as tmp:
+        path = repo_format.model_path(tmp)
+        onnx_text(model, path)
+        shutil.copy(os.path.join(minilm_dir(), "tokenizer.json"), repo_format.tokenizer_path(tmp))
+        titles = ["Sneaker (Fashion-MNIST article)", "red leather ankle boot", "a bag for a laptop",
+                  "women's summer dress"]
+        feed = tokenizer(titles)
+        with torch.no_grad():
+            want = model(torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])).numpy()
+        got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        cos = min_cosine(got, want)
+        if cos < 0.9999:
+            raise SystemExit(f"text: ONNX Runtime and torch disagree: min cosine {cos:.6f}")
+        meta = {"name": f"all-MiniLM-L6-v2+projection({meta_in['image_run']})", "dim": int(got.shape[1]),
+                "max_tokens": 128, "space": "image", "min_cosine_onnx_vs_torch": cos, "run": meta_in}
+        repo_format.write(tmp, meta, repo_format.text_config(int(got.shape[1])))
+    print(f"wrote {os.path.join(repo, repo_format.TEXT)} (min cosine onnx vs torch {cos:.7f})")
     return meta
 
 

@@ -27,7 +27,7 @@ class _Reader:
 def calibration_batches(size: int, n: int = 256, batch: int = 32):
     from .data import fashion_mnist
     from .models import normalise_pixels
-    from .views import ViewMaker
+    from skulens.data.views import ViewMaker
     import torch
     items = fashion_mnist("train", size, n)
     views = ViewMaker(items.raw, size, seed=99)(np.arange(len(items)))
@@ -47,8 +47,8 @@ def quantize_image(fp32_path: str, out_path: str, size: int) -> None:
 
 
 def ort_latency_ms(path: str, size: int, batch: int = 1, repeats: int = 50) -> float:
-    from skulens.encoders import _session
-    s = _session(path, threads=1)
+    from skulens.encode import ort_session
+    s = ort_session(path, threads=1)
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
     for _ in range(5):
         s.run(None, {"pixels": x})
@@ -60,7 +60,7 @@ def ort_latency_ms(path: str, size: int, batch: int = 1, repeats: int = 50) -> f
 
 def compare(fp32_path: str, int8_path: str, size: int, catalogue: int = 2000, queries: int = 2000) -> dict:
     """fp32 against int8 on the same benchmark, both through ONNX Runtime."""
-    from skulens.encoders import _session
+    from skulens.encode import ort_session
     from .evaluate import Benchmark
     from .models import normalise_pixels
     import torch
@@ -68,7 +68,7 @@ def compare(fp32_path: str, int8_path: str, size: int, catalogue: int = 2000, qu
     out = {}
     vecs = {}
     for name, path in (("fp32", fp32_path), ("int8", int8_path)):
-        s = _session(path, threads=1)
+        s = ort_session(path, threads=1)
 
         def emb(px, d=None, m=None, s=s):
             return np.concatenate([s.run(None, {"pixels": normalise_pixels(torch.from_numpy(px[a:a + 256]))

@@ -228,7 +228,7 @@ def _embedding_plot(runs, plt):
     """2-D PCA of the shipped model's catalogue vectors (2,000 test articles) by category."""
     if not os.path.exists(os.path.join(runs, "main", "model.pt")):
         return
-    from skulens import datasets
+    from skulens.data import datasets
     from .data import fashion_mnist
     from .evaluate import embed
     from .train import load_run

@@ -20,8 +20,9 @@ import time
 import numpy as np
 import torch
 from torch.nn import functional as F
-from tqdm import tqdm
 
+from . import config as C
+from .loop import Loop
 from .losses import infonce
 
 SYNONYMS = {  # class -> (training words, held-out words)
@@ -90,43 +91,59 @@ def _encode(model, texts, arch: str, cache: dict | None = None) -> torch.Tensor:
     return model(feed["input_ids"], feed["attention_mask"])
 
 
-def fit_text(arch: str, image_run: str, out: str, steps: int = 300, batch: int = 256, images: int = 6000,
-             seed: int = 0, lr: float = 2e-3) -> dict:
+class _Draws:
+    """The text fit's sampler: its rng, checkpointed so a resumed fit draws what it would have."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def state_dict(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def load_state_dict(self, st: dict) -> None:
+        self.rng.bit_generator.state = st
+
+
+def fit_text(cfg: C.Text, out: str, progress: bool = True) -> dict:
+    """Train the text branch of cfg into folder out (model.pt, meta.json; resumable)."""
     from .data import fashion_mnist
     from .evaluate import embed
     from .train import load_run
-    torch.manual_seed(seed)
-    cfg, image_model = load_run(image_run)
-    items = fashion_mnist("train", cfg.model.input_size, images)
+    torch.manual_seed(cfg.seed)
+    image_cfg, image_model = load_run(cfg.image_run)
+    items = fashion_mnist("train", image_cfg.model.input_size, cfg.images)
     img = torch.from_numpy(embed(image_model, items.clean, desc="image embeddings"))
     labels = torch.from_numpy(items.labels)
     texts, tlabels = titles("train")
     by_class = {c: [t for t, l in zip(texts, tlabels) if l == c] for c in SYNONYMS}
-    model = build(arch, cfg.model.dim)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
-    rng = np.random.default_rng(seed)
-    t0 = time.time()
+    model = build(cfg.arch, image_cfg.model.dim)
+    o = cfg.optim
+    draws = _Draws(cfg.seed)
+    loop = Loop(model, [{"params": [p for p in model.parameters() if p.requires_grad], "lr": o.lr}], o, o.steps,
+                run_dir=out, checkpoint_every=max(1, o.steps // 4), name=f"text {cfg.arch}", progress=progress,
+                sampler=draws)
     cache: dict = {}
-    for step in tqdm(range(steps), desc=f"text {arch}"):
-        idx = rng.choice(len(img), batch, replace=False)
+
+    def step(b: int):
+        rng = draws.rng
+        idx = rng.choice(len(img), o.batch, replace=False)
         lab = labels[idx]
         batch_titles = [by_class[int(c)][rng.integers(len(by_class[int(c)]))] for c in lab]
-        t_emb = _encode(model, batch_titles, arch, cache)
+        t_emb = _encode(model, batch_titles, cfg.arch, cache)
         loss = infonce(t_emb, img[idx], lab, 0.05)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    seconds = time.time() - t0
-    os.makedirs(out, exist_ok=True)
-    state = model.proj.state_dict() if arch == "minilm" else model.state_dict()
+        return loss, {"infonce": float(loss.detach())}
+
+    loop.run(step)
+    state = model.proj.state_dict() if cfg.arch == "minilm" else model.state_dict()
     torch.save(state, os.path.join(out, "model.pt"))
-    meta = {"arch": arch, "image_run": os.path.basename(os.path.normpath(image_run)), "image_run_dir": image_run,
-            "dim": cfg.model.dim, "steps": steps, "batch": batch, "train_seconds": round(seconds, 1),
+    meta = {"arch": cfg.arch, "image_run": os.path.basename(os.path.normpath(cfg.image_run)),
+            "image_run_dir": cfg.image_run, "dim": image_cfg.model.dim, "steps": o.steps, "batch": o.batch,
+            "train_seconds": round(loop.spent, 1),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     with open(os.path.join(out, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1)
+    with open(os.path.join(out, "config.toml"), "w") as f:
+        f.write(C.dump_toml(cfg))
     return meta
 
 

@@ -9,23 +9,22 @@ so in-batch negatives span the whole batch, and DDP averages the gradients.
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
+
+from skulens.data.views import ViewMaker
 
 from . import config as C
 from .data import Items, fashion_mnist, folder
 from .losses import PAIR_LOSSES, NormSoftmax, infonce, supcon
 from .adversarial import pgd
+from .loop import Loop, distributed
 from .models import ImageEncoder, normalise_pixels, trainable_parameters
-from .views import ViewMaker
 
 
 def build_model(cfg: C.Config) -> ImageEncoder:
@@ -148,15 +147,9 @@ def _proxies_from_means(obj: Objective, items: Items, per_class: int = 200) -> N
     obj.encoder.train()
 
 
-def _schedule(o: C.Optim):
-    def f(step: int) -> float:
-        if step < o.warmup:
-            return (step + 1) / o.warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - o.warmup) / max(1, o.steps - o.warmup))))
-    return f
-
-
-def _optimizer(o: C.Optim, obj: Objective):
+def param_groups(o: C.Optim, obj: Objective) -> list[dict]:
+    """The head (projection + proxies) at o.lr; the body at o.backbone_lr, or at o.lr when its
+    weights are fresh (LoRA adapters, a net from scratch): pretrained weights move slowly."""
     enc = obj.encoder
     head = list(enc.proj.parameters()) + (list(obj.proxies.parameters()) if obj.proxies is not None else [])
     ids = {id(p) for p in head}
@@ -164,15 +157,8 @@ def _optimizer(o: C.Optim, obj: Objective):
     fresh = enc.trainable.startswith("lora") or not obj.cfg.model.pretrained
     groups = [{"params": head, "lr": o.lr}]
     if body:
-        # Pretrained weights move slowly; fresh weights (LoRA adapters, a net from scratch) at the head's rate.
         groups.append({"params": body, "lr": o.lr if fresh else o.backbone_lr})
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=True)
-    if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
-    if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
-    raise ValueError(f"unknown optimiser {o.name!r}: adamw, adam or sgd")
+    return groups
 
 
 class Batches:
@@ -193,9 +179,7 @@ class Batches:
 
 
 def fit(cfg: C.Config, run_dir: str, items: Items | None = None, progress: bool = True) -> ImageEncoder:
-    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+    world, rank = distributed()
     if cfg.loss.pair == "none" and cfg.loss.category_weight <= 0 and not cfg.compat.old_run \
             and not cfg.distill.teacher_run:
         raise ValueError("nothing to train: set loss.pair or loss.category_weight")
@@ -219,34 +203,12 @@ def fit(cfg: C.Config, run_dir: str, items: Items | None = None, progress: bool 
         encoder.load_state_dict(load_run(cfg.init_run)[1].state_dict())
         if obj.proxies is not None:
             _init_proxies(obj, cfg.init_run, items)
-    opt = _optimizer(cfg.optim, obj)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.optim))
-    start = 0
-    ckpt = os.path.join(run_dir, "checkpoint.pt")
-    if os.path.exists(ckpt):
-        st = torch.load(ckpt, map_location="cpu", weights_only=False)
-        obj.load_state_dict(st["objective"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        start = st["step"]
-        spent = st.get("seconds", 0.0)
-    else:
-        spent = 0.0
+    loop = Loop(obj, param_groups(cfg.optim, obj), cfg.optim, cfg.optim.steps, run_dir=run_dir,
+                checkpoint_every=cfg.checkpoint_every, name=cfg.name, progress=progress)
     model = nn.parallel.DistributedDataParallel(obj) if world > 1 else obj
     batches = Batches(items, cfg)
-    log_path = os.path.join(run_dir, "log.jsonl")
-    if rank == 0 and os.path.exists(log_path):
-        # Steps logged after the checkpoint we resume from are taken again: drop their lines.
-        with open(log_path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line)["step"] <= start]
-        with open(log_path, "w") as f:
-            f.writelines(kept)
-    log = open(log_path, "a") if rank == 0 else None
-    bar = tqdm(range(start, cfg.optim.steps), initial=start, total=cfg.optim.steps, desc=cfg.name,
-               disable=not progress or rank != 0, smoothing=0.1)
-    t0 = time.time()
-    obj.train()
-    for b in bar:
+
+    def step(b: int):
         idx = batches(b)[rank::world]
         cq = items.clean[idx]
         q = normalise_pixels(torch.from_numpy(views(idx, epoch=b) if cfg.data.augment else cq))
@@ -269,39 +231,16 @@ def fit(cfg: C.Config, run_dir: str, items: Items | None = None, progress: bool 
                 rs = (lambda x: x) if size == cfg.model.input_size else (
                     lambda x: F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
                 teacher_out = (teacher(rs(q)), teacher(rs(c)))
-        loss, parts = model(q, c, inst, cat, old_c, teacher_out)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.grad_clip:
-            nn.utils.clip_grad_norm_(obj.parameters(), cfg.optim.grad_clip)
-        opt.step()
-        sched.step()
-        if log:
-            log.write(json.dumps({"step": b + 1, "loss": sum(parts.values()), **parts,
-                                  "lr": sched.get_last_lr()[0], "seconds": round(spent + time.time() - t0, 2)}) + "\n")
-            bar.set_postfix(loss=f"{sum(parts.values()):.3f}")
-        if rank == 0 and ((b + 1) % cfg.checkpoint_every == 0 or b + 1 == cfg.optim.steps):
-            log.flush()
-            tmp = ckpt + ".tmp"
-            torch.save({"objective": obj.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(), "step": b + 1, "seconds": spent + time.time() - t0}, tmp)
-            os.replace(tmp, ckpt)
-    divergence = 0.0
-    if world > 1:
-        # DDP must leave every process with the same weights: measure it rather than trust it.
-        flat = torch.cat([p.detach().reshape(-1) for p in obj.parameters()])
-        ref = flat.clone()
-        dist.broadcast(ref, 0)
-        gap = (flat - ref).abs().max()
-        dist.all_reduce(gap, op=dist.ReduceOp.MAX)
-        divergence = float(gap)
+        return model(q, c, inst, cat, old_c, teacher_out)
+
+    loop.run(step)
+    divergence = loop.weight_gap()
     if rank == 0:
         torch.save(encoder.state_dict(), os.path.join(run_dir, "model.pt"))
         with open(os.path.join(run_dir, "train.json"), "w") as f:
-            json.dump({"steps": cfg.optim.steps, "train_seconds": round(spent + time.time() - t0, 1),
+            json.dump({"steps": cfg.optim.steps, "train_seconds": round(loop.spent, 1),
                        "threads": torch.get_num_threads(), "processes": world,
                        "max_weight_gap_between_processes": divergence,
                        "trainable_parameters": trainable_parameters(encoder),
                        "images_per_step": 2 * cfg.optim.batch}, f, indent=1)
-        log.close()
     return encoder.eval()

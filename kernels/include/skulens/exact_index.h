@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "skulens/allow.h"
 #include "skulens/simd.h"
 
 namespace skulens {
@@ -55,9 +56,8 @@ class ExactIndex {
   // Drops tombstones; returns remap[old_id] = new_id or -1.
   std::vector<int64_t> compact();
 
-  // allow: optional bitset over ids (bit i of word i/64), nullptr = all rows.
-  SearchResult search(const float* q, size_t nq, size_t k, const uint64_t* allow,
-                      size_t allow_words) const;
+  // allow: the ids that may be returned; nullptr = every live row.
+  SearchResult search(const float* q, size_t nq, size_t k, const Allow* allow = nullptr) const;
   // Scores of one query against the given live ids, in their order.
   void rerank(const float* q, const int64_t* ids, size_t n, float* out) const;
   // The stored vectors (dequantised) of live ids.

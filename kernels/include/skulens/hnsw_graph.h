@@ -7,7 +7,11 @@
 #include <memory>
 #include <string>
 
+#include "skulens/allow.h"
+
 namespace skulens {
+
+class ExactIndex;
 
 class HnswGraph {
  public:
@@ -37,12 +41,13 @@ class HnswGraph {
 
   // Top k by inner product with the unit query q: scores best first into
   // scores[], labels into labels[]; returns how many (< k when the graph or
-  // the filter yields fewer). allow: little-endian bitset over labels (bit i =
-  // label i), allow_bits long; nullptr lets every label through. Deleted
-  // elements are walked through but never returned. Safe concurrently with
-  // other searches.
-  size_t search(const float* q, size_t k, size_t ef, const uint8_t* allow, size_t allow_bits,
-                float* scores, int64_t* labels) const;
+  // the filter yields fewer). allow: the labels that may be returned; nullptr
+  // lets every label through. Deleted elements are walked through but never
+  // returned. rerank: an ExactIndex holding the same rows at the same ids,
+  // whose exact scores replace the walk's, re-ordered best first (ties: lower
+  // label first). Safe concurrently with other searches.
+  size_t search(const float* q, size_t k, size_t ef, const Allow* allow, float* scores, int64_t* labels,
+                const ExactIndex* rerank = nullptr) const;
 
  private:
   HnswGraph();

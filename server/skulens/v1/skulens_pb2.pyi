@@ -129,7 +129,7 @@ class StreamHits(_message.Message):
     def __init__(self, frame: _Optional[int] = ..., hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., fused: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., stable: _Optional[bool] = ..., stable_product_id: _Optional[str] = ..., confidence: _Optional[float] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class Product(_message.Message):
-    __slots__ = ("id", "sku", "title", "category", "attributes", "vector", "image", "text_vector", "created", "updated")
+    __slots__ = ("id", "sku", "title", "category", "attributes", "vector", "image", "text_vector", "created", "updated", "thumbnail")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,7 @@ class Product(_message.Message):
     TEXT_VECTOR_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
     id: str
     sku: str
     title: str
@@ -157,7 +158,8 @@ class Product(_message.Message):
     text_vector: _containers.RepeatedScalarFieldContainer[float]
     created: float
     updated: float
-    def __init__(self, id: _Optional[str] = ..., sku: _Optional[str] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., vector: _Optional[_Iterable[float]] = ..., image: _Optional[bytes] = ..., text_vector: _Optional[_Iterable[float]] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ...) -> None: ...
+    thumbnail: bytes
+    def __init__(self, id: _Optional[str] = ..., sku: _Optional[str] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., vector: _Optional[_Iterable[float]] = ..., image: _Optional[bytes] = ..., text_vector: _Optional[_Iterable[float]] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., thumbnail: _Optional[bytes] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
     __slots__ = ("products",)
@@ -186,12 +188,14 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class GetProductRequest(_message.Message):
-    __slots__ = ("id", "include_vector")
+    __slots__ = ("id", "include_vector", "include_thumbnail")
     ID_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
     id: str
     include_vector: bool
-    def __init__(self, id: _Optional[str] = ..., include_vector: _Optional[bool] = ...) -> None: ...
+    include_thumbnail: bool
+    def __init__(self, id: _Optional[str] = ..., include_vector: _Optional[bool] = ..., include_thumbnail: _Optional[bool] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("image", "text")

@@ -21,14 +21,11 @@ import re
 
 import numpy as np
 
-from .errors import InvalidArgument
-from .index import Bits
+from ..errors import InvalidArgument
+from ..index import Allow
+from ..limits import MAX_CLAUSES, MAX_TERMS, MAX_TEXT
 
 Clauses = tuple[tuple[tuple[str, str], ...], ...]
-
-MAX_CLAUSES = 16
-MAX_TERMS = 256
-MAX_TEXT = 1024
 
 _AND = re.compile(r"\s+AND\s+")
 _OR = re.compile(r"\s+OR\s+")
@@ -175,9 +172,9 @@ class Postings:
             if p.bits is not None or len(p.members) >= dense:
                 p.bits = _pack(p.members, self.capacity)
 
-    def mask(self, clauses: Clauses, slots: int) -> Bits:
+    def mask(self, clauses: Clauses, slots: int) -> Allow:
         """Slots < `slots` that pass every clause, as a packed bitset."""
-        nbytes = (slots + 7) // 8
+        nbytes = 8 * ((slots + 63) // 64)  # whole words: the kernels read it as it is
         out = None
         for clause in clauses:
             acc = np.zeros(nbytes, dtype=np.uint8)
@@ -192,11 +189,12 @@ class Postings:
                 else:
                     sparse.extend(p.members)
             if sparse:
-                acc |= _pack(sparse, slots)[:nbytes]
+                b = _pack(sparse, slots)[:nbytes]
+                acc[: len(b)] |= b
             out = acc if out is None else (out & acc)
             if not out.any():
                 break
-        return Bits(out if out is not None else np.zeros(nbytes, dtype=np.uint8))
+        return Allow(out if out is not None else np.zeros(nbytes, dtype=np.uint8), slots)
 
 
 def _pack(slots, capacity: int) -> np.ndarray:

@@ -20,8 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .hnsw import HnswIndex
-from .index import ExactIndex
+from ..index import ExactIndex, HnswIndex
 
 log = logging.getLogger("skulens.snapshot")
 
@@ -85,6 +84,11 @@ def write(root: str, seq: int, graph: HnswIndex, exact: ExactIndex, slot_seq: np
     for old in list_snapshots(root)[keep:]:
         shutil.rmtree(os.path.join(root, f"{old:020d}"), ignore_errors=True)
     return final
+
+
+def graph_path(root: str, seq: int) -> str:
+    """The HNSW graph file of snapshot seq (hnswlib's own format: pip hnswlib loads it)."""
+    return os.path.join(root, f"{seq:020d}", GRAPH)
 
 
 def list_snapshots(root: str) -> list[int]:

@@ -1,5 +1,5 @@
 """NVIDIA Triton as the encoders' runtime: start a real `tritonserver` over skulens' model
-repository, and reach it with `tritonclient` (see `encoders.TritonRunner`).
+repository, and reach it with `tritonclient` (see `runners.TritonRunner`).
 
 The server comes from PyPI's nvidia-pytriton, which bundles `tritonserver` with the python
 backend only. It pins numpy < 2, so it lives in a virtualenv of its own (`make triton` builds
@@ -25,7 +25,7 @@ import sysconfig
 import tempfile
 import time
 
-MODELS = ("image_encoder", "text_encoder")
+from . import model_repo
 
 
 class TritonUnavailable(RuntimeError):
@@ -43,30 +43,30 @@ def find_install(venv: str | None = None) -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(hits[0])))
 
 
-def prepare_repository(model_repo: str, dest: str) -> list[str]:
+def prepare_repository(repo: str, dest: str) -> list[str]:
     """Python-backend copies of the exported models in `dest`; returns their names."""
     here = os.path.join(os.path.dirname(__file__), "triton_model.py")
     names = []
-    for name in MODELS:
-        src = os.path.join(model_repo, name)
-        if not os.path.exists(os.path.join(src, "1", "model.onnx")):
+    for name in model_repo.MODELS:
+        src = os.path.join(repo, name)
+        if not model_repo.has_model(src):
             continue
-        with open(os.path.join(src, "config.pbtxt")) as f:
-            config = f.read()
-        config, n = re.subn(r'^(backend|platform):\s*"[^"]*"', 'backend: "python"', config, count=1, flags=re.M)
-        if not n:
-            raise ValueError(f"{src}/config.pbtxt names no backend")
-        os.makedirs(os.path.join(dest, name, "1"), exist_ok=True)
-        with open(os.path.join(dest, name, "config.pbtxt"), "w") as f:
+        try:
+            config = model_repo.with_backend(model_repo.read_config(src), "python")
+        except ValueError as e:
+            raise ValueError(f"{src}: {e}") from None
+        out = os.path.join(dest, name)
+        os.makedirs(os.path.join(out, model_repo.VERSION), exist_ok=True)
+        with open(os.path.join(out, model_repo.CONFIG), "w") as f:
             f.write(config)
-        shutil.copy(here, os.path.join(dest, name, "1", "model.py"))
-        link = os.path.join(dest, name, "1", "model.onnx")
+        shutil.copy(here, os.path.join(out, model_repo.VERSION, "model.py"))
+        link = model_repo.model_path(out)
         if os.path.lexists(link):
             os.remove(link)
-        os.symlink(os.path.abspath(os.path.join(src, "1", "model.onnx")), link)
+        os.symlink(os.path.abspath(model_repo.model_path(src)), link)
         names.append(name)
     if not names:
-        raise FileNotFoundError(f"no exported encoders in {model_repo}: run `make models`")
+        raise FileNotFoundError(f"no exported encoders in {repo}: run `make models`")
     return names
 
 

@@ -11,7 +11,7 @@ slot's label is re-added in place (hnswlib unmarks it and repairs its links),
 so the graph never grows past the largest slot in use.
 
 hnswlib is not safe when writes run during searches (hnswlib issues 29, 562,
-590); the caller holds a reader-writer lock (see `catalog.py`). `search` is
+590); the caller holds a reader-writer lock (see `catalog/state.py`). `search` is
 read-only on the graph, so concurrent searches are fine.
 """
 
@@ -23,15 +23,13 @@ import os
 import numpy as np
 
 from ._kernel import HnswGraph
-from .errors import InvalidArgument
-from .index import Bits, _as_ids, _as_matrix, _check_k, upsert_args
+from ..errors import InvalidArgument
+from .base import ShortResult, as_ids, as_matrix, check_k, upsert_args
+from .bits import Allow, as_allow
 
+# Per-label state. hnswlib needs "absent" apart from "deleted": a deleted label
+# is re-added in place, an absent one takes a new element.
 ABSENT, LIVE, DELETED = 0, 1, 2
-
-
-class ShortResult(Exception):
-    """The walk found fewer neighbours than asked (a filter cut the graph apart)."""
-
 
 class HnswIndex:
     """Approximate cosine top-k on unit vectors (HNSW, inner product)."""
@@ -83,7 +81,7 @@ class HnswIndex:
     def remove(self, ids) -> int:
         """Hide ids from searches; their elements are reused when the id returns."""
         n = 0
-        for i in _as_ids(ids).tolist():
+        for i in as_ids(ids).tolist():
             if 0 <= i < len(self._state) and self._state[i] == LIVE:
                 self._g.mark_deleted(i)
                 self._state[i] = DELETED
@@ -91,29 +89,40 @@ class HnswIndex:
         return n
 
     # --- reads ---------------------------------------------------------------
-    def search(self, queries, k: int, allow: Bits | None = None, ef: int | None = None,
-               allowed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of one query: (scores[k'], ids[k']) best first.
+    def live_ids(self) -> np.ndarray:
+        """Ids the graph returns now (sorted)."""
+        return np.flatnonzero(self._state == LIVE)
 
-        k' = min(k, live or `allowed` rows). Raises ShortResult when a filter
-        leaves hnswlib unable to find k' of them.
-        """
-        q = _as_matrix(queries, self.dim, "query")
-        if len(q) != 1:
-            raise InvalidArgument(f"HNSW search takes one query, got {len(q)}")
-        q = q[0] / np.float32(np.linalg.norm(q[0]) or 1.0)
-        return self.search_unit(q, _check_k(k), self.ef if ef is None else _check_k(ef), allow,
-                                self.live_count() if allowed is None else allowed)
+    def search(self, queries, k: int, allow=None, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of each query: (scores[B, k'], ids[B, k']) best first, k' = min(k, live or
+        allowed ids); a row the walk could not fill (a filter cut the graph apart) is
+        padded with -inf / -1."""
+        q = as_matrix(queries, self.dim, "queries")
+        k, ef = check_k(k), self.ef if ef is None else check_k(ef)
+        a = as_allow(allow)
+        if a is None:
+            kk = min(k, self.live_count())
+        else:
+            m = min(a.bits, len(self._state))
+            kk = min(k, int(np.count_nonzero(a.unpacked()[:m] & (self._state[:m] == LIVE))))
+        scores = np.full((len(q), kk), -np.inf, np.float32)
+        ids = np.full((len(q), kk), -1, np.int64)
+        for i, row in enumerate(q):
+            s, l = self._g.search(row / np.float32(np.linalg.norm(row) or 1.0), kk, ef,
+                                  None if a is None else a.arg, None)
+            scores[i, : len(s)], ids[i, : len(l)] = s, l
+        return scores, ids
 
-    def search_unit(self, q: np.ndarray, k: int, ef: int, allow: Bits | None, n: int, rerank=None):
-        """search() for callers that already checked everything: q a unit float32
-        [dim] vector, n the number of live (or allowed) ids. rerank: the kernel
-        (`_kernel.ExactIndex`) holding the same rows, to re-score the top k exactly
-        in the same call."""
+    def search_unit(self, q: np.ndarray, k: int, allow: Allow | None, n: int, *, ef: int = 0,
+                    rerank=None) -> tuple[np.ndarray, np.ndarray]:
+        """search() on the trusted path (see `Index.search_unit`). ef 0: the default;
+        rerank: an ExactIndex holding the same rows, to re-score the top k exactly in
+        the same call."""
         kk = min(k, n)
         if kk <= 0:
             return np.empty(0, np.float32), np.empty(0, np.int64)
-        scores, labels = self._g.search(q, kk, ef, None if allow is None else allow.packed, rerank)
+        scores, labels = self._g.search(q, kk, ef or self.ef, None if allow is None else allow.arg,
+                                        None if rerank is None else rerank.kernel)
         if len(labels) < kk:
             raise ShortResult(f"the graph walk found {len(labels)} of {kk}")
         return scores, labels

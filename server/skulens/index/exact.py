@@ -1,26 +1,24 @@
-"""Exact top-k cosine index (the C++ kernel) with input checking.
+"""Exact top-k cosine index: the C++ kernel behind the `Index` interface.
 
-Every array is checked here, once, with a message that names what was wrong;
-the kernel then receives contiguous float32 and releases the GIL for the whole
-call. Scores are cosine similarities: vectors and queries are L2-normalised
-inside the kernel.
+Scores are cosine similarities: vectors and queries are L2-normalised inside
+the kernel.
 """
 
 from __future__ import annotations
 
 import numbers
 import sys
-from typing import Iterable, Literal, Protocol
+from typing import Iterable, Literal
 
 import numpy as np
 
 from . import _kernel
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
+from ..limits import STORAGES
+from .base import as_ids, as_matrix, check_k, upsert_args
+from .bits import Allow, as_allow
 
 Storage = Literal["fp32", "fp16", "int8"]
-STORAGES = ("fp32", "fp16", "int8")
-
-assert sys.byteorder == "little", "the allow bitset is packed little-endian"
 
 
 def simd_paths() -> list[str]:
@@ -31,121 +29,6 @@ def simd_paths() -> list[str]:
 def best_simd() -> str:
     """The path the kernel uses by default on this CPU (SKULENS_SIMD caps it)."""
     return _kernel.best_simd()
-
-
-def _as_matrix(x, dim: int, what: str) -> np.ndarray:
-    try:
-        a = np.asarray(x)
-    except Exception as e:  # ragged lists and the like
-        raise InvalidArgument(f"{what} must be a numeric array: {e}") from None
-    if a.dtype.kind != "f":
-        raise InvalidArgument(f"{what} must be floating point (float16/32/64), got dtype {a.dtype}")
-    if a.ndim == 1:
-        a = a.reshape(1, -1)
-    if a.ndim != 2:
-        raise InvalidArgument(f"{what} must be 1-D or 2-D, got shape {a.shape}")
-    if a.shape[1] != dim:
-        raise InvalidArgument(f"{what} have dimension {a.shape[1]}, the index has {dim}")
-    with np.errstate(over="ignore"):  # float64 beyond float32 becomes Inf, caught below
-        a = np.ascontiguousarray(a, dtype=np.float32)  # copies only when it must
-    finite = np.isfinite(a).all(axis=1)
-    if not finite.all():
-        raise InvalidArgument(f"{what} row {int(np.argmin(finite))} contains NaN or Inf")
-    return a
-
-
-def _as_ids(ids, what: str = "ids") -> np.ndarray:
-    a = np.asarray(ids)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    if a.size == 0:
-        return np.empty(0, dtype=np.int64)
-    if a.dtype.kind not in "iu" or a.ndim != 1:
-        raise InvalidArgument(f"{what} must be a 1-D array of integers, got {a.dtype} shape {a.shape}")
-    return np.ascontiguousarray(a, dtype=np.int64)
-
-
-def upsert_args(ids, vectors, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Checked (ids, vectors) of an Index.upsert: same length, ids >= 0."""
-    x = _as_matrix(vectors, dim, "vectors")
-    i = _as_ids(ids)
-    if len(i) != len(x):
-        raise InvalidArgument(f"{len(i)} ids but {len(x)} vectors")
-    if len(i) and i.min() < 0:
-        raise InvalidArgument("ids must be >= 0")
-    return i, x
-
-
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise InvalidArgument(f"k must be an integer, got {type(k).__name__}")
-    if k <= 0:
-        raise InvalidArgument(f"k must be >= 1, got {k}")
-    return int(k)
-
-
-class Bits:
-    """A filter already packed as a little-endian bitset (bit i = id i), as the
-    catalogue's postings keep it: passed through without unpacking."""
-
-    __slots__ = ("packed", "_count", "_unpacked")
-
-    def __init__(self, packed: np.ndarray):
-        self.packed = packed  # uint8; never modified once wrapped (results are memoised)
-        self._count = None
-        self._unpacked = None
-
-    def count(self) -> int:
-        if self._count is None:
-            self._count = int(np.bitwise_count(self.packed).sum(dtype=np.int64))
-        return self._count
-
-    def unpacked(self) -> np.ndarray:
-        if self._unpacked is None:
-            self._unpacked = np.unpackbits(self.packed, bitorder="little").view(np.bool_)
-        return self._unpacked
-
-
-def allow_bitset(allow) -> np.ndarray | None:
-    """A filter as the kernel's bitset: a boolean mask over ids, or a list of ids."""
-    if allow is None:
-        return None
-    if isinstance(allow, Bits):
-        packed = allow.packed
-        packed = np.concatenate([packed, np.zeros(-len(packed) % 8, dtype=np.uint8)])
-        return packed.view(np.uint64)
-    a = np.asarray(allow)
-    if a.dtype == np.bool_:
-        if a.ndim != 1:
-            raise InvalidArgument(f"allow mask must be 1-D, got shape {a.shape}")
-        mask = a
-    else:
-        ids = _as_ids(a, "allow")
-        if ids.size and ids.min() < 0:
-            raise InvalidArgument("allow ids must be >= 0")
-        mask = np.zeros(int(ids.max()) + 1 if ids.size else 0, dtype=bool)
-        mask[ids] = True
-    packed = np.packbits(mask, bitorder="little")
-    packed = np.concatenate([packed, np.zeros(-len(packed) % 8, dtype=np.uint8)])
-    return packed.view(np.uint64)
-
-
-class Index(Protocol):
-    """What the catalogue needs from an index (faiss's add/search/remove_ids).
-
-    Ids are the catalogue's slots: small non-negative integers that a delete
-    frees and a later insert reuses, so memory does not grow under churn.
-    """
-
-    dim: int
-
-    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
-
-    def remove(self, ids: Iterable[int]) -> int: ...
-
-    def search(self, queries, k: int, allow=None) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def __len__(self) -> int: ...
 
 
 class ExactIndex:
@@ -209,14 +92,14 @@ class ExactIndex:
     # --- writes -----------------------------------------------------------
     def add(self, vectors) -> np.ndarray:
         """Append vectors [n, dim]; returns their ids."""
-        x = _as_matrix(vectors, self.dim, "vectors")
+        x = as_matrix(vectors, self.dim, "vectors")
         first = self._call(self._ix.add, x)
         return np.arange(first, first + len(x), dtype=np.int64)
 
     def set(self, ids, vectors) -> None:
         """Overwrite existing rows (live or removed) in place."""
-        x = _as_matrix(vectors, self.dim, "vectors")
-        i = _as_ids(ids)
+        x = as_matrix(vectors, self.dim, "vectors")
+        i = as_ids(ids)
         if len(i) != len(x):
             raise InvalidArgument(f"{len(i)} ids but {len(x)} vectors")
         self._call(self._ix.set, i, x)
@@ -250,7 +133,7 @@ class ExactIndex:
 
     def remove(self, ids: Iterable[int]) -> int:
         """Tombstone ids; returns how many were live. Unknown ids raise."""
-        return self._call(self._ix.remove, _as_ids(ids))
+        return self._call(self._ix.remove, as_ids(ids))
 
     def compact(self) -> np.ndarray:
         """Drop tombstones; returns remap[old_id] = new id, or -1 if removed."""
@@ -264,19 +147,32 @@ class ExactIndex:
         is applied inside the scan, so k' hits come back whenever k' rows pass;
         rows with fewer allowed hits are padded with score -inf and id -1.
         """
-        q = _as_matrix(queries, self.dim, "queries")
-        return self._call(self._ix.search, q, _check_k(k), allow_bitset(allow))
+        q = as_matrix(queries, self.dim, "queries")
+        a = as_allow(allow)
+        return self._call(self._ix.search, q, check_k(k), None if a is None else a.arg)
+
+    def search_unit(self, q: np.ndarray, k: int, allow: Allow | None, n: int, *, ef: int = 0,
+                    rerank=None) -> tuple[np.ndarray, np.ndarray]:
+        """search() on the trusted path (see `Index.search_unit`); ef and rerank do not apply."""
+        scores, ids = self._ix.search(q[None, :], k, None if allow is None else allow.arg)
+        good = ids[0] >= 0
+        return scores[0][good], ids[0][good]
+
+    @property
+    def kernel(self):
+        """The C++ index (`_kernel.ExactIndex`), for a graph that re-scores its walk with it."""
+        return self._ix
 
     def rerank(self, query, ids) -> np.ndarray:
         """Exact scores of one query against live ids, in the order given."""
-        q = _as_matrix(query, self.dim, "query")
+        q = as_matrix(query, self.dim, "query")
         if len(q) != 1:
             raise InvalidArgument(f"rerank takes one query, got {len(q)}")
-        return self._call(self._ix.rerank, q[0], _as_ids(ids))
+        return self._call(self._ix.rerank, q[0], as_ids(ids))
 
     def reconstruct(self, ids) -> np.ndarray:
         """Stored (unit, dequantised) vectors of live ids."""
-        return self._call(self._ix.reconstruct, _as_ids(ids))
+        return self._call(self._ix.reconstruct, as_ids(ids))
 
     def save(self, path: str) -> None:
         """Write the stored rows (as encoded) to one file."""

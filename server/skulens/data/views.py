@@ -6,6 +6,9 @@ with sensor noise, and JPEG-compressed down to quality 35. Instance retrieval
 is finding the exact product from such a view. Training and evaluation draw
 their clutter from disjoint sets of photos (scikit-image's sample images, in the
 wheel), so a model cannot score by remembering the backgrounds.
+
+Torch-free (numpy + Pillow): training draws its batches from here, and the demo
+and the benchmarks make their queries with the same code.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from .preprocess import fit_square
 
 TRAIN_BACKGROUNDS = ("astronaut", "brick", "camera", "coffee", "coins", "grass", "gravel", "rocket", "text",
                      "clock", "retina", "immunohistochemistry")
@@ -109,7 +114,6 @@ def scanner_view(item: np.ndarray, rng: np.random.Generator, size: int, backgrou
 
 def catalogue_image(item: np.ndarray, size: int) -> np.ndarray:
     """The catalogue's own picture of an article, as the server's preprocessing feeds it to the model."""
-    from skulens.encoders import fit_square
     return fit_square(Image.fromarray(item).convert("RGB"), size)
 
 

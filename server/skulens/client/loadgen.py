@@ -18,11 +18,10 @@ import time
 from collections import Counter
 
 import grpc
-import numpy as np
 from google.protobuf import json_format
 
-from .v1 import skulens_pb2 as pb
-from .v1 import skulens_pb2_grpc as pb_grpc
+from ..v1 import skulens_pb2 as pb
+from ..v1 import skulens_pb2_grpc as pb_grpc
 
 CALLS = {"Search": pb.SearchRequest, "GetProduct": pb.GetProductRequest, "Stats": pb.StatsRequest,
          "Embed": pb.EmbedRequest}
@@ -100,21 +99,34 @@ def run(target: str, call: str, request, concurrency: int = 1, total: int | None
     elapsed = time.perf_counter() - start
     for ch in channels:
         ch.close()
-    return report(np.asarray(lat, dtype=np.int64), elapsed, codes, errors)
+    return report(lat, elapsed, codes, errors)
 
 
-def report(lat: np.ndarray, elapsed: float, codes: Counter, errors: Counter) -> dict:
-    n = int(len(lat))
+def percentile(ordered: list[int], p: float) -> float:
+    """The p-th percentile of sorted values, interpolated linearly (numpy's default)."""
+    x = (len(ordered) - 1) * p / 100
+    lo = int(x)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (x - lo)
+
+
+def report(lat: list[int], elapsed: float, codes: Counter, errors: Counter) -> dict:
+    n = len(lat)
     out = {"count": n, "total": int(elapsed * 1e9), "rps": n / elapsed if elapsed else 0.0,
            "statusCodeDistribution": dict(codes), "errorDistribution": dict(errors)}
     if n == 0:
         return {**out, "average": 0, "fastest": 0, "slowest": 0, "latencyDistribution": [], "histogram": []}
-    out.update(average=int(lat.mean()), fastest=int(lat.min()), slowest=int(lat.max()))
-    out["latencyDistribution"] = [{"percentage": p, "latency": int(np.percentile(lat, p))}
+    ordered = sorted(lat)
+    lo, hi = ordered[0], ordered[-1]
+    out.update(average=int(sum(lat) / n), fastest=int(lo), slowest=int(hi))
+    out["latencyDistribution"] = [{"percentage": p, "latency": int(percentile(ordered, p))}
                                   for p in (10, 25, 50, 75, 90, 95, 99)]
-    edges = np.linspace(lat.min(), lat.max(), 11)
-    counts, _ = np.histogram(lat, bins=edges)
-    out["histogram"] = [{"mark": float(edges[i + 1]) / 1e9, "count": int(c), "frequency": float(c) / n}
+    # Ten equal bins from fastest to slowest (the last one closed), as numpy.histogram counts.
+    width = (hi - lo) / 10
+    counts = [0] * 10
+    for v in lat:
+        counts[min(9, int((v - lo) / width)) if width else 0] += 1
+    out["histogram"] = [{"mark": (lo + width * (i + 1)) / 1e9, "count": c, "frequency": c / n}
                         for i, c in enumerate(counts)]
     return out
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass
+import time
 
 import numpy as np
 
-from .errors import CorruptCatalog, InvalidArgument
+from ..errors import CorruptCatalog, InvalidArgument
+from .product import Product
 
 FORMAT = "1"
 
@@ -49,25 +50,13 @@ CREATE TABLE IF NOT EXISTS thumbnails (id TEXT PRIMARY KEY, image BLOB NOT NULL)
 _COLUMNS = "id, slot, seq, sku, title, category, attributes, vector, text_vector, created, updated"
 
 
-@dataclass(slots=True)
-class Row:
-    id: str
-    slot: int
-    seq: int
-    sku: str
-    title: str
-    category: str
-    attributes: dict
-    vector: np.ndarray
-    text_vector: np.ndarray | None
-    created: float
-    updated: float
+def _product(r) -> Product:
+    return Product(r[0], r[3], r[4], r[5], json.loads(r[6]), np.frombuffer(r[7], dtype="<f4").copy(),
+                   None if r[8] is None else np.frombuffer(r[8], dtype="<f4").copy(), r[9], r[10])
 
 
-def _row(r) -> Row:
-    return Row(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]),
-               np.frombuffer(r[7], dtype="<f4").copy(),
-               None if r[8] is None else np.frombuffer(r[8], dtype="<f4").copy(), r[9], r[10])
+def _encode_attributes(attributes: dict[str, str]) -> str:
+    return json.dumps(attributes, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 class Store:
@@ -117,14 +106,14 @@ class Store:
     def write(self, ops: list[tuple]) -> int:
         """One durable transaction over ops, in order; returns its seq.
 
-        ops: ("upsert", rows, thumbnails) with rows in _COLUMNS order minus seq
-        (filled in here), or ("delete", ids, ()).
+        ops: ("upsert", [(Product, slot), ...]) or ("delete", [id, ...]).
         """
         seq = self.seq + 1
+        now = time.time()
         c = self._w
         try:
             c.execute("BEGIN IMMEDIATE")
-            for kind, arg, thumbs in ops:
+            for kind, arg in ops:
                 if kind == "delete":
                     c.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in arg])
                     c.executemany("DELETE FROM thumbnails WHERE id = ?", [(i,) for i in arg])
@@ -134,7 +123,10 @@ class Store:
                     "ON CONFLICT(id) DO UPDATE SET slot=excluded.slot, seq=excluded.seq, sku=excluded.sku, "
                     "title=excluded.title, category=excluded.category, attributes=excluded.attributes, "
                     "vector=excluded.vector, text_vector=excluded.text_vector, updated=excluded.updated",
-                    [(r[0], r[1], seq, *r[2:]) for r in arg])
+                    [(p.id, slot, seq, p.sku, p.title, p.category, _encode_attributes(p.attributes),
+                      p.vector.tobytes(), None if p.text_vector is None else p.text_vector.tobytes(), now, now)
+                     for p, slot in arg])
+                thumbs = [(p.id, p.thumbnail) for p, _ in arg if p.thumbnail is not None]
                 if thumbs:
                     c.executemany("INSERT OR REPLACE INTO thumbnails VALUES (?, ?)", thumbs)
             c.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (str(seq),))
@@ -147,14 +139,14 @@ class Store:
         return seq
 
     # --- reads ---------------------------------------------------------------
-    def get(self, ids: list[str]) -> dict[str, Row]:
+    def get(self, ids: list[str]) -> dict[str, Product]:
         c = self._reader()
         out = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             q = f"SELECT {_COLUMNS} FROM products WHERE id IN ({','.join('?' * len(chunk))})"
             for r in c.execute(q, chunk):
-                out[r[0]] = _row(r)
+                out[r[0]] = _product(r)
         return out
 
     def thumbnail(self, id_: str) -> bytes | None:
@@ -241,6 +233,3 @@ class Store:
             self._readers.clear()
         self._w.close()
 
-
-def encode_attributes(attributes: dict[str, str]) -> str:
-    return json.dumps(attributes, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -14,10 +14,11 @@ from typing import Iterable, Sequence
 
 import grpc
 
-from .v1 import skulens_pb2 as pb
-from .v1 import skulens_pb2_grpc as pb_grpc
+from ..v1 import skulens_pb2 as pb
+from ..v1 import skulens_pb2_grpc as pb_grpc
 
-MODES = {"auto": pb.MODE_AUTO, "exact": pb.MODE_EXACT, "ann": pb.MODE_ANN}
+# The proto's Mode enum is the one list of search modes: MODE_AUTO -> "auto", ...
+MODES = {name.removeprefix("MODE_").lower(): value for name, value in pb.Mode.items()}
 
 
 def _filter(filters) -> pb.Filter | None:
@@ -50,7 +51,7 @@ def search_request(*, image: bytes | None = None, text: str | None = None, vecto
 
 
 def product_message(p) -> pb.Product:
-    """A dict or skulens.catalog.Product as the wire message."""
+    """A dict or an object with the same fields (skulens.catalog.Product) as the wire message."""
     d = p if isinstance(p, dict) else {k: getattr(p, k) for k in ("id", "sku", "title", "category", "attributes",
                                                                    "vector", "text_vector")}
     m = pb.Product(id=d["id"], sku=d.get("sku") or "", title=d.get("title") or "",
@@ -104,8 +105,13 @@ class Client:
     def delete(self, ids: Iterable[str]) -> int:
         return self.stub.Delete(pb.DeleteRequest(ids=list(ids)), **self._kw()).deleted
 
-    def get(self, product_id: str, include_vector: bool = False) -> pb.Product:
-        return self.stub.GetProduct(pb.GetProductRequest(id=product_id, include_vector=include_vector), **self._kw())
+    def get(self, product_id: str, include_vector: bool = False, include_thumbnail: bool = False) -> pb.Product:
+        return self.stub.GetProduct(pb.GetProductRequest(id=product_id, include_vector=include_vector,
+                                                         include_thumbnail=include_thumbnail), **self._kw())
+
+    def thumbnail(self, product_id: str) -> bytes | None:
+        """The product's stored reference thumbnail (JPEG), or None when it has none."""
+        return self.get(product_id, include_thumbnail=True).thumbnail or None
 
     def embed(self, *, image: bytes | None = None, text: str | None = None) -> list[float]:
         req = pb.EmbedRequest(image=image) if image is not None else pb.EmbedRequest(text=text)
@@ -146,8 +152,9 @@ class AsyncClient:
         r = await self.stub.Delete(pb.DeleteRequest(ids=list(ids)), timeout=self.timeout, metadata=self.metadata)
         return r.deleted
 
-    async def get(self, product_id: str, include_vector: bool = False) -> pb.Product:
-        return await self.stub.GetProduct(pb.GetProductRequest(id=product_id, include_vector=include_vector),
+    async def get(self, product_id: str, include_vector: bool = False, include_thumbnail: bool = False) -> pb.Product:
+        return await self.stub.GetProduct(pb.GetProductRequest(id=product_id, include_vector=include_vector,
+                                                               include_thumbnail=include_thumbnail),
                                           timeout=self.timeout, metadata=self.metadata)
 
     async def stats(self) -> dict:

@@ -1,0 +1,233 @@
+"""The product catalogue: SQLite truth, exact kernel + HNSW in memory, filters.
+
+A facade over its parts, each in its own module:
+
+- writes (`writer.py`): check -> one SQLite transaction (the ack point) ->
+  apply to memory under the write side of a reader-writer lock; a write
+  returns only after both, so the next search sees it;
+- the graph (`indexer.py`) catches up in the background; until it has, the
+  products it lacks are scanned exactly;
+- searches (`search.py`): filter -> bitset of slots -> exact scan or graph walk;
+- memory (`state.py`, `slots.py`) is rebuilt at start-up from the newest
+  snapshot plus replay (`checkpoint.py` writes the snapshots, `snapshot.py`
+  owns their files, `store.py` the database).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import numbers
+import os
+import shutil
+import time
+from typing import Iterable
+
+from ..errors import InvalidArgument, SkulensError, Unavailable
+from ..limits import STORAGES
+from .checkpoint import Checkpointer
+from .indexer import Indexer
+from .product import Hit, Product, check_id, coerce
+from .search import EXACT_BELOW, EXACT_FILTERED_BELOW, Searcher
+from .state import load
+from .store import Store
+from .writer import Write, Writer
+
+
+class Catalog:
+    """A durable catalogue of products searchable by cosine similarity."""
+
+    # --- opening -----------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str, dim: int, *, storage: str = "fp32", M: int = 16, ef_construction: int = 100,
+             ef: int = 64, threads: int | None = None, exact_below: int = EXACT_BELOW,
+             exact_filtered_below: int = EXACT_FILTERED_BELOW, snapshot_every: int = 100_000,
+             keep_snapshots: int = 2, max_unindexed: int = 100_000, text_dim: int | None = None,
+             progress: bool = False) -> "Catalog":
+        """Open (or create) the catalogue in folder `path` for `dim`-d vectors.
+
+        Returns as soon as the exact kernel is loaded: searches are correct at
+        once, and products the graph does not hold yet (after a rebuild, or a
+        burst of upserts) are scanned exactly until the background indexer has
+        added them (`wait_indexed()` waits for it). text_dim: title embeddings of
+        another model than the images', searched with search(field="text")."""
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 0 < dim <= 65536:
+            raise InvalidArgument(f"dim must be an integer in 1..65536, got {dim!r}")
+        if storage not in STORAGES:
+            raise InvalidArgument(f"storage must be one of {STORAGES}, got {storage!r}")
+        self = cls.__new__(cls)
+        self.path = os.fspath(path)
+        self.dim = int(dim)
+        self.storage = storage
+        self.params = {"dim": self.dim, "storage": storage, "M": int(M), "ef_construction": int(ef_construction)}
+        self.ef = int(ef)
+        self.max_unindexed = int(max_unindexed)
+        self.text_dim = int(text_dim) if text_dim else None
+        self._progress = progress
+        self._closed = True
+        os.makedirs(self.path, exist_ok=True)
+        self._lock_fd = os.open(os.path.join(self.path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise Unavailable(f"catalogue {self.path} is open in another process") from None
+        try:
+            t0 = time.perf_counter()
+            self._store = Store(os.path.join(self.path, "catalog.db"), self.dim)
+            self._mem, base, replayed = load(self._store, self.path, self.params, storage=storage, ef=self.ef,
+                                             threads=threads, text_dim=self.text_dim, progress=progress)
+            self.startup_s = time.perf_counter() - t0
+        except BaseException:
+            if hasattr(self, "_store"):
+                self._store.close()
+            os.close(self._lock_fd)
+            raise
+        self._closed = False
+        self._writer = Writer(self._store, self._mem, self.path, self._check_open,
+                              lambda n: self._checkpoints.wrote(n))
+        self._search = Searcher(self._mem, self.dim, self.text_dim, self.ef, int(exact_below),
+                                int(exact_filtered_below), self._check_open)
+        self._indexer = Indexer(self._store, self._mem, self.path, lambda: self._checkpoints.indexed())
+        self._checkpoints = Checkpointer(self._store, self._mem, self._writer, self._indexer, self.path,
+                                         self.params, every=int(snapshot_every), keep=int(keep_snapshots),
+                                         base_seq=base, changes=replayed, is_closed=lambda: self._closed)
+        self._indexer.start()
+        return self
+
+    # --- lifecycle ---------------------------------------------------------------
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self, drain_timeout: float = 30.0, snapshot: bool = True) -> None:
+        """Let the indexer finish (up to drain_timeout s), write a snapshot if
+        anything changed (and `snapshot`), then release the folder. What the graph
+        still lacks is re-added in the background after the next open."""
+        if self._closed:
+            return
+        self._indexer.stop(drain_timeout, self._progress)
+        self._checkpoints.stop()
+        with self._writer.mutex:
+            if snapshot and self._checkpoints.pending():
+                self._checkpoints.write_locked()
+            self._mem.rw.acquire_write()
+            self._closed = True
+            self._mem.rw.release_write()
+            self._store.close()
+            os.close(self._lock_fd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable(f"catalogue {self.path} is closed")
+        if self._writer.failed is not None:
+            raise Unavailable(f"catalogue {self.path} must be reopened after an internal error: "
+                              f"{self._writer.failed}")
+
+    # --- writes ------------------------------------------------------------------
+    def upsert(self, products: Iterable) -> int:
+        """Insert or replace products in one durable transaction; returns its seq."""
+        if isinstance(products, (Product, dict)):
+            products = [products]
+        items = [coerce(p, self.dim, self.text_dim) for p in products]
+        if not items:
+            return self._store.seq
+        ids = [p.id for p in items]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("the same product id appears twice in one upsert")
+        self._indexer.throttle(self.max_unindexed, lambda: self._closed)
+        return self._writer.submit(Write("upsert", items))
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete products by id in one durable transaction; returns how many existed."""
+        if isinstance(ids, str):
+            ids = [ids]
+        ids = list(dict.fromkeys(ids))
+        for i in ids:
+            check_id(i)
+        return self._writer.submit(Write("delete", ids))
+
+    def wait_indexed(self, timeout: float | None = None) -> bool:
+        """Block until the graph holds every product (True) or timeout passes (False)."""
+        return self._indexer.wait(timeout, lambda: self._closed, self._progress)
+
+    # --- snapshots ---------------------------------------------------------------
+    def checkpoint(self) -> int:
+        """Write a snapshot of the indexes now; returns the seq it contains."""
+        with self._writer.mutex:
+            self._check_open()
+            return self._checkpoints.write_locked()
+
+    def snapshot(self, dest: str) -> str:
+        """A consistent backup in folder dest (SQLite online backup + index snapshot)
+        while searches go on; writes wait until it is done."""
+        dest = os.fspath(dest)
+        if os.path.exists(dest) and os.listdir(dest):
+            raise InvalidArgument(f"backup folder {dest} is not empty")
+        with self._writer.mutex:
+            self._check_open()
+            self._checkpoints.backup(dest)
+        return dest
+
+    @classmethod
+    def restore(cls, src: str, path: str, dim: int, *, overwrite: bool = False, **options) -> "Catalog":
+        """Copy the backup in src to folder path and open it there."""
+        if not os.path.isfile(os.path.join(src, "catalog.db")):
+            raise InvalidArgument(f"{src} is not a skulens backup (no catalog.db)")
+        if os.path.exists(os.path.join(path, "catalog.db")):
+            if not overwrite:
+                raise InvalidArgument(f"{path} already holds a catalogue; pass overwrite=True to replace it")
+            shutil.rmtree(path)
+        shutil.copytree(src, path, dirs_exist_ok=True)
+        return cls.open(path, dim, **options)
+
+    # --- reads -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._mem.slots)
+
+    def __contains__(self, id_) -> bool:
+        return id_ in self._mem.slots.slot_of
+
+    def get(self, id_: str) -> Product | None:
+        check_id(id_)
+        self._check_open()
+        return self._store.get([id_]).get(id_)
+
+    def get_many(self, ids: list[str]) -> dict[str, Product]:
+        for i in ids:
+            check_id(i)
+        self._check_open()
+        return self._store.get(list(ids))
+
+    def thumbnail(self, id_: str) -> bytes | None:
+        check_id(id_)
+        self._check_open()
+        return self._store.thumbnail(id_)
+
+    def search(self, vector, k: int = 10, filters=None, mode: str = "auto", ef: int | None = None,
+               field: str = "image") -> list[Hit]:
+        """Products most similar to `vector`, best first (at most k; k whenever k match).
+
+        field="text" searches the title embeddings (text_dim) exactly instead."""
+        if field == "text":
+            return self._search.search_text(vector, k, filters)
+        if field != "image":
+            raise InvalidArgument(f"field is 'image' or 'text', got {field!r}")
+        return self._search.search(vector, k, filters, mode, ef)
+
+    def stats(self) -> dict:
+        self._check_open()
+        m, cp = self._mem, self._checkpoints
+        return {
+            "products": len(self), "dim": self.dim, "storage": self.storage, "slots": m.slots.high,
+            "free_slots": len(m.slots.free), "seq": self._store.seq, "snapshot_seq": cp.seq,
+            "changes_since_snapshot": cp.changes, "db_bytes": self._store.size_bytes(),
+            "hnsw": {**self.params, "ef": self.ef, "capacity": m.graph.capacity,
+                     "deleted": m.graph.deleted_count(), "unindexed": len(m.slots.unindexed)},
+            "exact_below": self._search.exact_below, "exact_filtered_below": self._search.exact_filtered_below,
+            "searches": self._search.counts(), "startup_s": round(self.startup_s, 3),
+        }
+
+
+__all__ = ["Catalog", "Product", "Hit", "SkulensError"]

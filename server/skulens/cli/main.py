@@ -1,0 +1,90 @@
+"""The `skulens` command: serve, search, upsert, ingest, stats, and the demo.
+
+    skulens serve --data data --port 50051 --model-repo model_repo [--triton start|HOST:PORT]
+    skulens search --image shoe.jpg --top-k 5 [--filter "category=sneakers"] [--sheet out.png]
+    skulens upsert --id sku-1 --image shoe.jpg --title "red sneaker" --category sneakers --attr color=red
+    skulens ingest --fashion-mnist            # or: --folder imgs/ --meta products.jsonl
+    skulens stats
+    skulens loadgen -d @req.json -c 16 -n 10000 -o report.json
+    skulens demo                              # the README's main job
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ..limits import MODES
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="skulens", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", default=os.environ.get("SKULENS_TARGET", DEFAULT_TARGET))
+    ap.add_argument("--timeout", type=float, default=30.0)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the gRPC server")
+    s.add_argument("--config")
+    s.add_argument("--data")
+    s.add_argument("--port", type=int)
+    s.add_argument("--host")
+    s.add_argument("--dim", type=int)
+    s.add_argument("--model-repo", dest="model_repo")
+    s.add_argument("--triton", help="run the encoders on Triton: host:port of its gRPC, or 'start' to start "
+                                    "one on --model-repo (needs `make triton`); default: ONNX Runtime in process")
+    s = sub.add_parser("search", help="query a running server")
+    s.add_argument("--image")
+    s.add_argument("--text")
+    s.add_argument("--product-id")
+    s.add_argument("--vector", help="comma-separated floats")
+    s.add_argument("--top-k", type=int, default=5)
+    s.add_argument("--filter")
+    s.add_argument("--mode", default="auto", choices=list(MODES))
+    s.add_argument("--sheet", help="write the query beside its hits' thumbnails to this PNG")
+    s.add_argument("--data", help=argparse.SUPPRESS)  # was the catalogue folder for --sheet; the API serves thumbnails now
+    s = sub.add_parser("upsert", help="insert or replace one product")
+    s.add_argument("--id", required=True)
+    s.add_argument("--image")
+    s.add_argument("--vector", help="comma-separated floats")
+    s.add_argument("--sku")
+    s.add_argument("--title")
+    s.add_argument("--category")
+    s.add_argument("--attr", action="append", help="key=value (repeatable)")
+    s = sub.add_parser("ingest", help="upsert a folder of images + CSV/JSONL, or Fashion-MNIST")
+    s.add_argument("--fashion-mnist", action="store_true")
+    s.add_argument("--folder")
+    s.add_argument("--meta", help="CSV or JSONL: id, sku, title, category, attributes, image")
+    s.add_argument("--limit", type=int)
+    s.add_argument("--no-resume", action="store_true")
+    sub.add_parser("stats", help="catalogue and server statistics")
+    s = sub.add_parser("loadgen", help="ghz-style load generator with a ghz-compatible JSON report")
+    s.add_argument("--call", default="Search", help="Search, GetProduct, Stats or Embed")
+    s.add_argument("-d", "--data", required=True, help="the request as JSON, or @file")
+    s.add_argument("-c", "--concurrency", type=int, default=1)
+    s.add_argument("-n", "--total", type=int, default=None)
+    s.add_argument("-z", "--duration", help="e.g. 30s, 2m (with -n: whichever ends first)")
+    s.add_argument("--rps", type=float, help="constant request rate")
+    s.add_argument("--connections", type=int, default=1)
+    s.add_argument("-m", "--metadata", help="gRPC metadata as a JSON object")
+    s.add_argument("-o", "--output", help="write the JSON report here")
+    s = sub.add_parser("demo", help="the main job: Fashion-MNIST catalogue, server, sample queries")
+    s.add_argument("--model-repo", default="model_repo")
+    s.add_argument("--data")
+    s.add_argument("--limit", type=int, help="ingest only this many articles (default: all 70,000)")
+    s.add_argument("--queries", type=int, default=3)
+    s.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.cmd == "loadgen" and args.total is None and args.duration is None:
+        args.total = 200
+    from . import demo, query, serve
+    return {"serve": serve.cmd_serve, "search": query.cmd_search, "ingest": query.cmd_ingest,
+            "stats": query.cmd_stats, "demo": demo.cmd_demo, "loadgen": query.cmd_loadgen,
+            "upsert": query.cmd_upsert}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

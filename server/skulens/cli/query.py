@@ -1,0 +1,115 @@
+"""The commands that talk to a running server: search, upsert, ingest, stats, loadgen."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+from ..client import Client, ingest
+from ..data.sources import fashion_products, folder_products
+
+
+def client(args) -> Client:
+    return Client(args.target, timeout=args.timeout)
+
+
+def cmd_search(args) -> int:
+    kw = _image_or_vector(args)
+    if args.text:
+        kw = {"text": args.text}
+    elif args.product_id:
+        kw = {"product_id": args.product_id}
+    if not kw:
+        print("give --image, --text, --product-id or --vector", file=sys.stderr)
+        return 2
+    with client(args) as c:
+        r = c.search_full(top_k=args.top_k, filters=args.filter, mode=args.mode, include_metadata=True, **kw)
+        print_hits(r)
+        if args.sheet:
+            contact_sheet(args.sheet, kw.get("image"), r.hits, c)
+    return 0
+
+
+def _image_or_vector(args) -> dict:
+    """{"image": bytes} or {"vector": floats} from --image / --vector, or {}."""
+    if args.image:
+        with open(args.image, "rb") as f:
+            return {"image": f.read()}
+    if args.vector:
+        return {"vector": [float(x) for x in args.vector.split(",")]}
+    return {}
+
+
+def print_hits(r) -> None:
+    for i, h in enumerate(r.hits, 1):
+        print(f"  {i}. {h.product_id:<14} {h.score:.4f}  {h.title}  [{h.category}]")
+    t = r.timings
+    print(f"  server: total {t.total_us} us (decode {t.decode_us}, preprocess {t.preprocess_us}, "
+          f"encode {t.encode_us}, search {t.search_us}){' cache hit' if t.cache_hit else ''}")
+
+
+def contact_sheet(path: str, query: bytes | None, hits, client) -> None:
+    """The query beside its hits' reference thumbnails (fetched through the API)."""
+    from PIL import Image, ImageDraw
+    side = 128
+    sheet = Image.new("RGB", (side * (len(hits) + 1), side + 28), "white")
+    draw = ImageDraw.Draw(sheet)
+    if query:
+        q = Image.open(io.BytesIO(query)).convert("RGB")
+        q.thumbnail((side, side))
+        sheet.paste(q, (0, 0))
+        draw.text((4, side + 6), "query", fill="black")
+    for i, h in enumerate(hits, 1):
+        t = client.thumbnail(h.product_id)
+        if t:
+            im = Image.open(io.BytesIO(t)).convert("RGB")
+            im = im.resize((side, side * im.height // max(1, im.width)), Image.NEAREST)
+            sheet.paste(im, (i * side, 0))
+        draw.text((i * side + 4, side + 6), f"{h.product_id} {h.score:.3f}", fill="black")
+    sheet.save(path)
+    print(f"  wrote {path}")
+
+
+def cmd_ingest(args) -> int:
+    with client(args) as c:
+        if args.fashion_mnist:
+            n = ingest(c, fashion_products(args.limit), args.limit or 70_000, resume=not args.no_resume)
+        elif args.folder and args.meta:
+            n = ingest(c, folder_products(args.folder, args.meta), None, resume=not args.no_resume)
+        else:
+            print("give --fashion-mnist, or --folder with --meta", file=sys.stderr)
+            return 2
+        print(f"ingested {n} products; the catalogue holds {c.stats()['products']}")
+    return 0
+
+
+def cmd_upsert(args) -> int:
+    attrs = {}
+    for kv in args.attr or []:
+        if "=" not in kv:
+            print(f"--attr takes key=value, got {kv!r}", file=sys.stderr)
+            return 2
+        k, v = kv.split("=", 1)
+        attrs[k] = v
+    given = _image_or_vector(args)
+    if not given:
+        print("give --image or --vector", file=sys.stderr)
+        return 2
+    p = dict(id=args.id, sku=args.sku or "", title=args.title or "", category=args.category or "", attributes=attrs,
+             **given)
+    with client(args) as c:
+        r = c.upsert([p])
+    print(f"upserted {args.id} (seq {r.seq})")
+    return 0
+
+
+def cmd_loadgen(args) -> int:
+    from ..client import loadgen
+    return loadgen.main_args(args)
+
+
+def cmd_stats(args) -> int:
+    with client(args) as c:
+        print(json.dumps(c.stats(), indent=1))
+    return 0

@@ -1,0 +1,110 @@
+"""The model folder format, read and written here and nowhere else.
+
+A model repository holds one folder per model, as Triton lays it out:
+
+    <repo>/image_encoder/config.pbtxt    Triton's model configuration
+    <repo>/image_encoder/skulens.json    what skulens needs to use it: name, dim, input size,
+                                         normalisation, provenance (training run, checks)
+    <repo>/image_encoder/1/model.onnx    the network (version 1)
+    <repo>/text_encoder/...              the same, plus 1/tokenizer.json
+
+`skulens-train export` and `training/export_pretrained.py` write models through
+`staged()` + `write()`; the encoders and the Triton launcher read them with
+`read_meta()` / `read_config()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+
+IMAGE, TEXT = "image_encoder", "text_encoder"
+MODELS = (IMAGE, TEXT)
+META, CONFIG, VERSION = "skulens.json", "config.pbtxt", "1"
+
+
+def image_config(size: int, dim: int, max_batch: int = 64, queue_delay_us: int = 500) -> str:
+    """Triton's configuration of an image encoder: normalised pixels [B, 3, S, S] -> [B, dim]."""
+    return (f'name: "{IMAGE}"\nbackend: "onnxruntime"\nmax_batch_size: {max_batch}\n'
+            f'input [ {{ name: "pixels" data_type: TYPE_FP32 dims: [ 3, {size}, {size} ] }} ]\n'
+            f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]\n'
+            f'dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}\n'
+            'instance_group [ { kind: KIND_CPU count: 1 } ]\n')
+
+
+def text_config(dim: int, max_batch: int = 64) -> str:
+    """Triton's configuration of a text encoder: token ids + attention mask [B, T] -> [B, dim]."""
+    return (f'name: "{TEXT}"\nbackend: "onnxruntime"\nmax_batch_size: {max_batch}\n'
+            'input [ { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },\n'
+            '        { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
+            f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]\n'
+            'instance_group [ { kind: KIND_CPU count: 1 } ]\n')
+
+
+def with_backend(config: str, backend: str) -> str:
+    """The same configuration served by another Triton backend (e.g. "python")."""
+    out, n = re.subn(r'^(backend|platform):\s*"[^"]*"', f'backend: "{backend}"', config, count=1, flags=re.M)
+    if not n:
+        raise ValueError("the model configuration names no backend")
+    return out
+
+
+# --- paths -------------------------------------------------------------------------
+def model_path(folder: str) -> str:
+    return os.path.join(folder, VERSION, "model.onnx")
+
+
+def tokenizer_path(folder: str) -> str:
+    return os.path.join(folder, VERSION, "tokenizer.json")
+
+
+def has_model(folder: str) -> bool:
+    return os.path.exists(model_path(folder))
+
+
+# --- reading -----------------------------------------------------------------------
+def read_meta(folder: str) -> dict:
+    p = os.path.join(folder, META)
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"{p} is missing: export the models with `make models` (skulens-train export)")
+    with open(p) as f:
+        return json.load(f)
+
+
+def read_config(folder: str) -> str:
+    with open(os.path.join(folder, CONFIG)) as f:
+        return f.read()
+
+
+# --- writing -----------------------------------------------------------------------
+def write(folder: str, meta: dict, config: str) -> None:
+    """skulens.json and config.pbtxt of the model in folder (its network already in 1/)."""
+    os.makedirs(os.path.join(folder, VERSION), exist_ok=True)
+    with open(os.path.join(folder, CONFIG), "w") as f:
+        f.write(config)
+    with open(os.path.join(folder, META), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+@contextlib.contextmanager
+def staged(repo: str, name: str):
+    """A fresh folder to build model `name` in, swapped into `repo` only when the block
+    succeeds: a failed export leaves the previous model in place."""
+    folder = os.path.join(repo, name)
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, VERSION))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = folder + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(folder):
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)

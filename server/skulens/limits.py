@@ -1,0 +1,28 @@
+"""Every limit and enum the API enforces, defined once.
+
+The catalogue, the service, the filters and the encoders all read these; the
+proto's comments name the same numbers. A change here is a change of the API.
+"""
+
+from __future__ import annotations
+
+# Products
+MAX_ID_BYTES = 256            # a product id, UTF-8
+MAX_TEXT = 4096               # sku, title, category, an attribute value, a filter value, a text query
+MAX_ATTRIBUTE_KEY = 256
+MAX_ATTRIBUTES = 64
+MAX_THUMBNAIL = 1 << 20       # a stored reference thumbnail, bytes
+
+# Searches
+MAX_TOP_K = 1000              # hits one search returns
+MAX_EF = 10_000               # the HNSW walk's candidate list
+MODES = ("auto", "exact", "ann")
+STORAGES = ("fp32", "fp16", "int8")
+
+# Filters
+MAX_CLAUSES = 16
+MAX_TERMS = 256
+
+# Images (refused before decoding)
+MAX_IMAGE_BYTES = 8 << 20
+MAX_PIXELS = 40_000_000
