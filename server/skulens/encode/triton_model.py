@@ -1,6 +1,6 @@
 """Triton python-backend model: runs the `model.onnx` beside it with ONNX Runtime.
 
-`skulens.triton.prepare_repository` copies this file in as `<model>/1/model.py` for Triton
+`skulens.encode.triton.prepare_repository` copies this file in as `<model>/1/model.py` for Triton
 builds that have only the python backend (PyPI's nvidia-pytriton); a full Triton serves the
 same `model.onnx` with its own onnxruntime backend from the exported `config.pbtxt`. Runs inside
 Triton's Python stub: it imports only numpy, onnxruntime and Triton's utilities, never skulens.
