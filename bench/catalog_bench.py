@@ -83,9 +83,11 @@ def bare_graph(cat: Catalog):
     snapshot the catalogue writes (its graph file is hnswlib's format)."""
     import hnswlib
     seq = cat.checkpoint()
+    st = cat.stats()
     b = hnswlib.Index(space="ip", dim=cat.dim)
+    # Room for exactly the graph's elements (live + deleted), as hnswlib sizes a loaded index itself.
     b.load_index(snapshot.graph_path(os.path.join(cat.path, "snapshots"), seq),
-                 max_elements=cat.stats()["hnsw"]["capacity"])
+                 max_elements=st["products"] + st["hnsw"]["deleted"])
     return b
 
 
