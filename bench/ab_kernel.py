@@ -42,6 +42,14 @@ def one(path: str) -> dict:
     return out
 
 
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("a")
@@ -59,7 +67,7 @@ def main() -> None:
             res = subprocess.run([sys.executable, __file__, path, path, "--one"], capture_output=True, text=True,
                                  check=True)
             runs[side].append(json.loads(res.stdout))
-    print(f"cpu: {platform.processor() or platform.machine()}, simd: {runs['a'][0]['simd']}")
+    print(f"cpu: {_cpu()}, simd: {runs['a'][0]['simd']}")
     print("| storage | a: best / median (us) | b: best / median (us) | b/a (best, median) |\n|---|---|---|---|")
     for s in ("fp32", "fp16", "int8"):
         a, b = [r[s] for r in runs["a"]], [r[s] for r in runs["b"]]
