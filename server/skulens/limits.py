@@ -23,6 +23,11 @@ STORAGES = ("fp32", "fp16", "int8")
 MAX_CLAUSES = 16
 MAX_TERMS = 256
 
-# Images (refused before decoding)
+# Images (refused from the header, before decoding; security/images.py)
 MAX_IMAGE_BYTES = 8 << 20
 MAX_PIXELS = 40_000_000
+MAX_ASPECT = 16                            # longer side / shorter side
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")    # decoded; everything else is refused
+
+# Service
+MAX_STREAMS = 64                           # open SearchStream/UpsertStream calls (beyond: RESOURCE_EXHAUSTED)

@@ -20,9 +20,14 @@ from grpc_reflection.v1alpha import reflection
 
 from .catalog import Catalog
 from .errors import InvalidArgument
+from .limits import IMAGE_FORMATS, MAX_PIXELS, MAX_STREAMS
+from .security import tls, wire
+from .security.audit import FILE as AUDIT_FILE, AuditLog
+from .security.auth import AuthInterceptor
+from .security.images import ImagePolicy
+from .security.keys import FILE as KEYS_FILE, KeyStore
 from .service import ProductSearch
 from .v1 import skulens_pb2 as pb
-from .v1 import skulens_pb2_grpc as pb_grpc
 
 log = logging.getLogger("skulens.server")
 
@@ -45,6 +50,25 @@ class Config:
     model_repo: str = ""               # folder of ONNX encoders; empty: vector queries only
     triton: str = ""                   # encoders' runtime: "" ONNX Runtime in process, "host:port" a Triton
                                        # server's gRPC, "start": one started here on model_repo
+    max_streams: int = MAX_STREAMS     # open SearchStream/UpsertStream calls, on threads of their own
+    image_formats: str = ",".join(IMAGE_FORMATS)   # decoded image formats (Pillow names); others refused
+    max_image_pixels: int = MAX_PIXELS
+    keys: str = ""                     # API key file (skulens keys ...); empty: keys.json in the data folder.
+                                       # Auth is on whenever it holds a key
+    tls_cert: str = ""                 # PEM certificate chain and key of the server: TLS on the port
+    tls_key: str = ""
+    tls_client_ca: str = ""            # PEM CA bundle: clients must present a certificate it signed (mTLS)
+    audit: str = ""                    # the audit trail of every write (security/audit.py); empty:
+                                       # audit.jsonl in the data folder; "off": none
+
+    def keys_path(self) -> str:
+        return self.keys or os.path.join(self.data, KEYS_FILE)
+
+    def audit_path(self) -> str | None:
+        return None if self.audit == "off" else self.audit or os.path.join(self.data, AUDIT_FILE)
+
+    def image_policy(self) -> ImagePolicy:
+        return ImagePolicy(ImagePolicy.parse_formats(self.image_formats), max_pixels=self.max_image_pixels)
 
     @classmethod
     def load(cls, path: str | None = None, env=os.environ, **flags) -> "Config":
@@ -74,8 +98,17 @@ class Server:
     def __init__(self, config: Config, encoders=None):
         self.config = config
         mb = config.max_message_mb * 1024 * 1024
+        policy = config.image_policy()  # a bad image_formats setting is refused before anything starts
+        # Streams hold a thread each for their whole life: the pool has room for max_streams of them
+        # beside the unary workers, and wire.handlers refuses streams past the cap.
+        os.makedirs(config.data, mode=0o700, exist_ok=True)
+        self.keys = KeyStore(config.keys_path())
+        self.audit = AuditLog(config.audit_path()) if config.audit_path() else None
+        credentials = tls.server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         self.grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="skulens-rpc"),
+            futures.ThreadPoolExecutor(max_workers=config.workers + config.max_streams,
+                                       thread_name_prefix="skulens-rpc"),
+            interceptors=[AuthInterceptor(self.keys)],
             options=[("grpc.max_receive_message_length", mb), ("grpc.max_send_message_length", mb),
                      ("grpc.so_reuseport", 0)])
         self.health = health.HealthServicer()
@@ -86,14 +119,18 @@ class Server:
         # Up at once, answering UNAVAILABLE (and health NOT_SERVING) until the
         # catalogue is loaded and the encoders are warm.
         self.service = ProductSearch(None)
-        pb_grpc.add_ProductSearchServicer_to_server(self.service, self.grpc)
+        self.grpc.add_generic_rpc_handlers((wire.handlers(self.service, config.max_streams, self.audit),))
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self.grpc.add_insecure_port(f"{config.host}:{config.port}")
+        address = f"{config.host}:{config.port}"
+        self.port = (self.grpc.add_secure_port(address, credentials) if credentials is not None
+                     else self.grpc.add_insecure_port(address))
         if self.port == 0:
             raise OSError(f"cannot listen on {config.host}:{config.port}")
         self.grpc.start()
         try:
             self.encoders = encoders if encoders is not None else {}
+            if "image" in self.encoders:
+                self.encoders["image"].policy = policy
             text = self.encoders.get("text")
             self.catalog = Catalog.open(config.data, config.dim, storage=config.storage, M=config.M,
                                         ef_construction=config.ef_construction, ef=config.ef,
@@ -102,6 +139,8 @@ class Server:
                 e.warm_up()
         except BaseException:
             self.grpc.stop(0)
+            if self.audit is not None:
+                self.audit.close()
             raise
         self.service.encoders = self.encoders
         self.service.catalog = self.catalog
@@ -123,8 +162,14 @@ class Server:
             return
         self._stopped.set()
         self.health.enter_graceful_shutdown()
-        self.grpc.stop(self.config.grace_s if grace is None else grace).wait()
+        grace = self.config.grace_s if grace is None else grace
+        # grpcio's stop event is not always set after a stream that broke mid-message (seen with
+        # grpcio 1.81): wait for it no longer than the grace period, then close the catalogue anyway.
+        if not self.grpc.stop(grace).wait(grace + 1.0):
+            log.warning("gRPC did not finish stopping within %.1f s; closing the catalogue anyway", grace + 1.0)
         self.catalog.close()
+        if self.audit is not None:
+            self.audit.close()
         log.info("stopped")
 
     def wait(self) -> None:

@@ -18,6 +18,8 @@ from .catalog import Catalog, Product
 from .errors import DeadlineExceeded, InvalidArgument, NotFound, SkulensError, Unavailable, Unimplemented
 from .fusion import Fusion
 from .limits import MAX_ID_BYTES, MAX_TOP_K
+from .security.auth import caller
+from .security.images import scrub
 from .v1 import skulens_pb2 as pb
 from .v1 import skulens_pb2_grpc as pb_grpc
 
@@ -37,10 +39,10 @@ def _rpc(fn):
                 raise Unavailable("the server is still loading its catalogue")
             return fn(self, request, context)
         except SkulensError as e:
-            context.abort(getattr(grpc.StatusCode, e.grpc_code), str(e))
+            context.abort(getattr(grpc.StatusCode, e.grpc_code), scrub(str(e)))
         except Exception as e:  # noqa: BLE001 - reported to the caller, logged here
             log.exception("%s failed", fn.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+            context.abort(grpc.StatusCode.INTERNAL, scrub(f"{type(e).__name__}: {e}"))
     return wrapper
 
 
@@ -115,7 +117,7 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
                                     stable=stable, stable_product_id=leader if stable else "",
                                     confidence=confidence, timings=r.timings)
         except SkulensError as e:
-            context.abort(getattr(grpc.StatusCode, e.grpc_code), f"frame {locals().get('frame', 0)}: {e}")
+            context.abort(getattr(grpc.StatusCode, e.grpc_code), scrub(f"frame {locals().get('frame', 0)}: {e}"))
 
     def _search(self, request: pb.SearchRequest, context) -> pb.SearchResponse:
         t0 = time.perf_counter_ns()
@@ -172,7 +174,16 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         enc = self.encoders.get("image")
         if not todo or enc is None:
             return {}
-        vecs = enc.embed([req.products[i].image for i in todo])
+        try:
+            vecs = enc.embed([req.products[i].image for i in todo])
+        except SkulensError:
+            # Say which product's image was refused (the batch is refused whole: nothing is stored).
+            for i in todo:
+                try:
+                    enc.decode(req.products[i].image)
+                except SkulensError as one:
+                    raise type(one)(f"product {req.products[i].id!r}: {one}") from None
+            raise
         return dict(zip(todo, vecs))
 
     def _title_vectors(self, products: list[Product]) -> None:
@@ -186,17 +197,29 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
             for p, v in zip(todo, enc.embed([p.title for p in todo])):
                 p.text_vector = v
 
-    def _upsert(self, batches) -> pb.UpsertResponse:
-        n, seq = 0, 0
-        for req in batches:
-            if not req.products:
-                continue
-            timings = pb.Timings()
-            pre = self._embed_batch(req)
-            products = [self._product(p, timings, pre.get(i)) for i, p in enumerate(req.products)]
-            self._title_vectors(products)
-            seq = self.catalog.upsert(products)
-            n += len(products)
+    def _upsert(self, batches, context=None) -> pb.UpsertResponse:
+        """Each batch is one durable transaction. When one fails, the batches before it stay
+        committed: the error says how many (and the trailing metadata skulens-committed-batches
+        and skulens-committed-seq), so a client knows exactly what was stored."""
+        n, seq, done = 0, 0, 0
+        try:
+            for req in batches:
+                if not req.products:
+                    continue
+                timings = pb.Timings()
+                pre = self._embed_batch(req)
+                products = [self._product(p, timings, pre.get(i)) for i, p in enumerate(req.products)]
+                self._title_vectors(products)
+                seq = self.catalog.upsert(products)
+                n += len(products)
+                done += 1
+        except SkulensError as e:
+            if context is not None:
+                context.set_trailing_metadata((("skulens-committed-batches", str(done)),
+                                               ("skulens-committed-seq", str(seq))))
+            if done:
+                raise type(e)(f"after {done} committed batch(es) ({n} products, seq {seq}): {e}") from None
+            raise
         if n == 0:
             raise InvalidArgument("no products to upsert")
         return pb.UpsertResponse(seq=seq, upserted=n)
@@ -207,7 +230,7 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
 
     @_rpc
     def UpsertStream(self, request_iterator, context) -> pb.UpsertResponse:
-        return self._upsert(request_iterator)
+        return self._upsert(request_iterator, context)
 
     @_rpc
     def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
@@ -247,5 +270,8 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
     def Stats(self, request: pb.StatsRequest, context) -> pb.StatsResponse:
         st = self.catalog.stats()
         st["encoders"] = {k: e.name for k, e in self.encoders.items()}
+        _, role = caller()
+        if role is not None and role != "admin":  # the catalogue's internals are for admin keys
+            st = {k: st[k] for k in ("products", "dim", "storage", "encoders")}
         return pb.StatsResponse(products=st["products"], dim=st["dim"], json=json.dumps(st))
 

@@ -64,8 +64,11 @@ class Catalog:
         self.text_dim = int(text_dim) if text_dim else None
         self._progress = progress
         self._closed = True
-        os.makedirs(self.path, exist_ok=True)
-        self._lock_fd = os.open(os.path.join(self.path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+        # Product data is for this service alone: the folder is private to its user (its files,
+        # SQLite's -wal/-shm included, inherit nothing readable through it).
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        os.chmod(self.path, 0o700)
+        self._lock_fd = os.open(os.path.join(self.path, "LOCK"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

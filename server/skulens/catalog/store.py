@@ -14,6 +14,7 @@ own connection per thread (WAL lets them read while the writer commits).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -67,6 +68,8 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        if not os.path.exists(path):  # SQLite gives the -wal and -shm files the database's mode
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         try:
             self._w = self._connect()
             self._w.executescript(_SCHEMA)

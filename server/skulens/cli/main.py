@@ -25,6 +25,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="skulens", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", default=os.environ.get("SKULENS_TARGET", DEFAULT_TARGET))
     ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--api-key", default=os.environ.get("SKULENS_API_KEY"),
+                    help="the server's API key (default: $SKULENS_API_KEY)")
+    ap.add_argument("--tls-ca", help="PEM CA bundle: talk TLS to a server whose certificate it signed")
+    ap.add_argument("--tls-cert", help="PEM client certificate (mutual TLS), with --tls-key")
+    ap.add_argument("--tls-key")
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="run the gRPC server")
     s.add_argument("--config")
@@ -35,6 +40,21 @@ def main(argv=None) -> int:
     s.add_argument("--model-repo", dest="model_repo")
     s.add_argument("--triton", help="run the encoders on Triton: host:port of its gRPC, or 'start' to start "
                                     "one on --model-repo (needs `make triton`); default: ONNX Runtime in process")
+    s.add_argument("--keys", help="API key file (default: keys.json in --data); auth is on when it holds a key")
+    s.add_argument("--tls-cert", dest="server_tls_cert", help="PEM certificate chain: serve TLS")
+    s.add_argument("--tls-key", dest="server_tls_key", help="PEM private key of --tls-cert")
+    s.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mTLS)")
+    s = sub.add_parser("keys", help="manage API keys: add --role read|write|admin, list, revoke ID")
+    s.add_argument("action", choices=["add", "list", "revoke"])
+    s.add_argument("id", nargs="?", help="revoke: the key id")
+    s.add_argument("--role", default="read")
+    s.add_argument("--note", default="")
+    s.add_argument("--data", default="data", help="the catalogue folder whose keys.json to manage")
+    s.add_argument("--keys", help="the key file (default: DATA/keys.json)")
+    s = sub.add_parser("audit", help="check the audit trail's hash chain: audit verify")
+    s.add_argument("action", choices=["verify"])
+    s.add_argument("--data", default="data", help="the catalogue folder whose audit.jsonl to check")
+    s.add_argument("--file", help="the audit file (default: DATA/audit.jsonl)")
     s = sub.add_parser("search", help="query a running server")
     s.add_argument("--image")
     s.add_argument("--text")
@@ -83,7 +103,7 @@ def main(argv=None) -> int:
     from . import demo, query, serve
     return {"serve": serve.cmd_serve, "search": query.cmd_search, "ingest": query.cmd_ingest,
             "stats": query.cmd_stats, "demo": demo.cmd_demo, "loadgen": query.cmd_loadgen,
-            "upsert": query.cmd_upsert}[args.cmd](args)
+            "upsert": query.cmd_upsert, "keys": serve.cmd_keys, "audit": serve.cmd_audit}[args.cmd](args)
 
 
 if __name__ == "__main__":

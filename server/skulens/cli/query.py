@@ -11,7 +11,8 @@ from ..data.sources import fashion_products, folder_products
 
 
 def client(args) -> Client:
-    return Client(args.target, timeout=args.timeout)
+    return Client(args.target, timeout=args.timeout, api_key=args.api_key, tls_ca=args.tls_ca,
+                  tls_cert=args.tls_cert, tls_key=args.tls_key)
 
 
 def cmd_search(args) -> int:

@@ -65,12 +65,35 @@ def product_message(p) -> pb.Product:
     return m
 
 
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def channel_args(api_key: str | None, metadata, tls_ca: str | None, tls_cert: str | None, tls_key: str | None):
+    """(credentials or None, metadata): an API key travels as 'authorization: Bearer <key>';
+    tls_ca (PEM) turns TLS on, tls_cert + tls_key add a client certificate (mTLS)."""
+    md = list(metadata.items() if isinstance(metadata, dict) else metadata or ())
+    if api_key:
+        md.append(("authorization", f"Bearer {api_key}"))
+    creds = None
+    if tls_ca or tls_cert:
+        creds = grpc.ssl_channel_credentials(root_certificates=_read(tls_ca), private_key=_read(tls_key),
+                                             certificate_chain=_read(tls_cert))
+    return creds, md or None
+
+
 class Client:
-    def __init__(self, target: str, timeout: float | None = 10.0, metadata=None, options=()):
-        self.channel = grpc.insecure_channel(target, options=list(options))
+    def __init__(self, target: str, timeout: float | None = 10.0, metadata=None, options=(), *,
+                 api_key: str | None = None, tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None):
+        creds, self.metadata = channel_args(api_key, metadata, tls_ca, tls_cert, tls_key)
+        self.channel = (grpc.secure_channel(target, creds, options=list(options)) if creds is not None
+                        else grpc.insecure_channel(target, options=list(options)))
         self.stub = pb_grpc.ProductSearchStub(self.channel)
         self.timeout = timeout
-        self.metadata = metadata
 
     def __enter__(self) -> "Client":
         return self
@@ -125,11 +148,14 @@ class Client:
 class AsyncClient:
     """The same calls on grpc.aio, for asyncio programs."""
 
-    def __init__(self, target: str, timeout: float | None = 10.0, metadata=None, options=()):
-        self.channel = grpc.aio.insecure_channel(target, options=list(options))
+    def __init__(self, target: str, timeout: float | None = 10.0, metadata=None, options=(), *,
+                 api_key: str | None = None, tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None):
+        creds, self.metadata = channel_args(api_key, metadata, tls_ca, tls_cert, tls_key)
+        self.channel = (grpc.aio.secure_channel(target, creds, options=list(options)) if creds is not None
+                        else grpc.aio.insecure_channel(target, options=list(options)))
         self.stub = pb_grpc.ProductSearchStub(self.channel)
         self.timeout = timeout
-        self.metadata = metadata
 
     async def __aenter__(self) -> "AsyncClient":
         return self

@@ -22,6 +22,7 @@ from google.protobuf import json_format
 
 from ..v1 import skulens_pb2 as pb
 from ..v1 import skulens_pb2_grpc as pb_grpc
+from .client import channel_args
 
 CALLS = {"Search": pb.SearchRequest, "GetProduct": pb.GetProductRequest, "Stats": pb.StatsRequest,
          "Embed": pb.EmbedRequest}
@@ -44,12 +45,13 @@ def load_payload(call: str, data: str):
 
 def run(target: str, call: str, request, concurrency: int = 1, total: int | None = 200,
         duration: float | None = None, rps: float | None = None, connections: int = 1, metadata=None,
-        timeout: float = 20.0) -> dict:
+        timeout: float = 20.0, api_key: str | None = None, tls=(None, None, None)) -> dict:
     if total is None and duration is None:
         raise ValueError("give a total (-n) or a duration (-z)")
-    channels = [grpc.insecure_channel(target) for _ in range(max(1, connections))]
+    creds, md = channel_args(api_key, metadata, *tls)
+    channels = [grpc.secure_channel(target, creds) if creds is not None else grpc.insecure_channel(target)
+                for _ in range(max(1, connections))]
     stubs = [getattr(pb_grpc.ProductSearchStub(ch), call) for ch in channels]
-    md = list(metadata.items()) if metadata else None
     lock = threading.Lock()
     issued = 0
     lat: list[int] = []
@@ -147,7 +149,8 @@ def main_args(args) -> int:
     request = load_payload(args.call, args.data)
     r = run(args.target, args.call, request, concurrency=args.concurrency, total=args.total,
             duration=parse_duration(args.duration), rps=args.rps, connections=args.connections,
-            metadata=json.loads(args.metadata) if args.metadata else None)
+            metadata=json.loads(args.metadata) if args.metadata else None, api_key=args.api_key,
+            tls=(args.tls_ca, args.tls_cert, args.tls_key))
     if args.output:
         with open(args.output, "w") as f:
             json.dump(r, f, indent=1)

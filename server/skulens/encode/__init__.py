@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from ..limits import MAX_IMAGE_BYTES, MAX_PIXELS
+from ..security.images import ImagePolicy
 from . import model_repo
 from .cache import QueryCache
 from .image import ImageEncoder
@@ -19,16 +20,19 @@ from .runners import OrtRunner, TritonRunner, ort_session, runner
 from .text import TextEncoder
 
 
-def load(repo: str, threads: int | None = None, triton: str | None = None) -> dict:
+def load(repo: str, threads: int | None = None, triton: str | None = None, policy: ImagePolicy | None = None) -> dict:
     """The encoders found in a model repository: {"image": ..., "text": ...}; with `triton`
-    (host:port of its gRPC endpoint) the networks run there, the pre-processing here."""
+    (host:port of its gRPC endpoint) the networks run there, the pre-processing here. policy:
+    which image bytes are decoded (default: JPEG, PNG, WebP within limits.py's caps)."""
     out = {}
-    for kind, name, cls in (("image", model_repo.IMAGE, ImageEncoder), ("text", model_repo.TEXT, TextEncoder)):
-        folder = os.path.join(repo, name)
-        if model_repo.has_model(folder):
-            out[kind] = cls(folder, threads, triton=triton)
+    folder = os.path.join(repo, model_repo.IMAGE)
+    if model_repo.has_model(folder):
+        out["image"] = ImageEncoder(folder, threads, triton=triton, policy=policy)
+    folder = os.path.join(repo, model_repo.TEXT)
+    if model_repo.has_model(folder):
+        out["text"] = TextEncoder(folder, threads, triton=triton)
     return out
 
 
 __all__ = ["load", "ImageEncoder", "TextEncoder", "QueryCache", "OrtRunner", "TritonRunner", "ort_session",
-           "runner", "model_repo", "MAX_IMAGE_BYTES", "MAX_PIXELS"]
+           "runner", "model_repo", "ImagePolicy", "MAX_IMAGE_BYTES", "MAX_PIXELS"]

@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from ..data.preprocess import fit_square
-from ..errors import InvalidArgument, ResourceExhausted
-from ..limits import MAX_IMAGE_BYTES, MAX_PIXELS
+from ..errors import InvalidArgument
+from ..security.images import ImagePolicy, scrub
 from . import model_repo
 from .cache import QueryCache
 from .runners import runner
@@ -28,7 +28,7 @@ class ImageEncoder:
     kind = "image"
 
     def __init__(self, folder: str, threads: int | None = None, cache_size: int = 10_000,
-                 triton: str | None = None):
+                 triton: str | None = None, policy: ImagePolicy | None = None):
         meta = model_repo.read_meta(folder)
         self.name = meta["name"]
         self.dim = int(meta["dim"])
@@ -37,24 +37,22 @@ class ImageEncoder:
         self.std = np.asarray(meta["std"], np.float32).reshape(1, 3, 1, 1)
         self.runner = runner(folder, threads, triton)
         self.cache = QueryCache(cache_size)
+        self.policy = policy or ImagePolicy()   # which bytes are decoded at all (security/images.py)
 
     # -- stages -----------------------------------------------------------------------
     def decode(self, data: bytes):
-        """Bytes -> RGB (or grey) PIL image near the model's size (draft mode), upright."""
-        from PIL import Image, ImageOps, UnidentifiedImageError
-        if len(data) > MAX_IMAGE_BYTES:
-            raise ResourceExhausted(f"image of {len(data)} bytes is over the {MAX_IMAGE_BYTES}-byte limit")
+        """Bytes -> RGB (or grey) PIL image near the model's size (draft mode), upright. The policy
+        refuses from the header alone what it will not decode (format, bytes, pixels, shape)."""
+        from PIL import ImageOps
+        im = self.policy.open(data)
         try:
-            im = Image.open(io.BytesIO(data))
-            if im.width * im.height > MAX_PIXELS:
-                raise ResourceExhausted(f"image of {im.width}x{im.height} pixels is over the limit")
             if im.format == "JPEG":
                 im.draft("RGB", (self.size, self.size))  # DCT scaling: decode at 1/2..1/8 size
             im.load()  # before the EXIF lookup, which costs 5x more on an unloaded PNG
             im = ImageOps.exif_transpose(im)
             return im if im.mode in ("RGB", "L") else im.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise InvalidArgument(f"cannot decode the image ({len(data)} bytes): {e}") from None
+        except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt pixel data
+            raise InvalidArgument(f"cannot decode the image ({len(data)} bytes): {scrub(str(e))}") from None
 
     def preprocess(self, images) -> np.ndarray:
         """RGB images -> float32 [B, 3, size, size]: shorter side to size, centre crop."""

@@ -103,7 +103,9 @@ class ProductSearchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpsertStream(self, request_iterator, context):
-        """The same, as a client stream of batches; one response when it ends.
+        """The same, as a client stream of batches; one response when it ends. Each batch is its own
+        transaction: when one fails, the batches before it stay committed, and the error says how
+        many (trailing metadata skulens-committed-batches and skulens-committed-seq).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
