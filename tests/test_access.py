@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 import sys
 
 import grpc
@@ -267,3 +268,47 @@ def test_an_acknowledged_write_has_its_record_after_kill_9(tmp_path):
             proc.kill()
     recs = [json.loads(line) for line in open(tmp_path / "c" / "audit.jsonl")]
     assert [r["what"]["ids"] for r in recs] == [[f"k{i}"] for i in range(5)]
+
+
+# --- per-caller limits ------------------------------------------------------------------------
+def test_a_flooding_key_is_limited_and_the_others_are_not(tmp_path):
+    store = KeyStore(str(tmp_path / "keys.json"))
+    _, flood = store.add("read")
+    _, polite = store.add("read")
+    s = Server(Config(data=str(tmp_path / "c"), dim=D, port=0, keys=store.path, key_rate=20, key_burst=5,
+                      key_concurrency=2))
+    try:
+        with Client(s.target, api_key=flood) as c:
+            codes = []
+            for _ in range(30):
+                try:
+                    c.search(vector=np.ones(D), top_k=1)
+                    codes.append("OK")
+                except grpc.RpcError as e:
+                    codes.append(e.code().name)
+                    if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        hint = dict(e.trailing_metadata())["retry-after-ms"]
+                        assert int(hint) >= 1 and f"retry in {hint} ms" in e.details()
+            assert codes[:5] == ["OK"] * 5 and codes.count("RESOURCE_EXHAUSTED") >= 10
+        with Client(s.target, api_key=polite) as c:          # its own bucket: untouched by the flood
+            for _ in range(5):
+                c.search(vector=np.ones(D), top_k=1)
+        time.sleep(0.3)
+        import threading
+        release = threading.Event()
+
+        def silent():
+            release.wait(10)
+            return
+            yield  # noqa: makes this a generator
+        with Client(s.target, api_key=polite) as c:          # two streams in flight: a third is refused
+            streams = [c.stub.SearchStream(silent(), metadata=c.metadata) for _ in range(2)]
+            time.sleep(0.5)
+            with pytest.raises(grpc.RpcError) as e:
+                c.search(vector=np.ones(D), top_k=1)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "in flight" in e.value.details()
+            release.set()
+            for st in streams:
+                st.cancel()
+    finally:
+        s.stop()

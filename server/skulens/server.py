@@ -26,6 +26,9 @@ from .security.audit import FILE as AUDIT_FILE, AuditLog
 from .security.auth import AuthInterceptor
 from .security.images import ImagePolicy
 from .security.keys import FILE as KEYS_FILE, KeyStore
+from .security.limits import Limits
+from .monitoring.drift import Drift
+from .monitoring.metrics import Metrics
 from .service import ProductSearch
 from .v1 import skulens_pb2 as pb
 
@@ -60,6 +63,11 @@ class Config:
     tls_client_ca: str = ""            # PEM CA bundle: clients must present a certificate it signed (mTLS)
     audit: str = ""                    # the audit trail of every write (security/audit.py); empty:
                                        # audit.jsonl in the data folder; "off": none
+    key_rate: float = 0.0              # calls a second per API key (per peer without auth); 0: no limit
+    key_burst: int = 0                 # calls a caller may make at once above the rate (0: = rate)
+    key_concurrency: int = 0           # calls (streams included) in flight per caller; 0: no limit
+    metrics_port: int = -1             # Prometheus /metrics on this port (0: a free one); -1: off
+    drift_window: int = 1000           # queries in the drift reference and in its rolling window
 
     def keys_path(self) -> str:
         return self.keys or os.path.join(self.data, KEYS_FILE)
@@ -104,11 +112,13 @@ class Server:
         os.makedirs(config.data, mode=0o700, exist_ok=True)
         self.keys = KeyStore(config.keys_path())
         self.audit = AuditLog(config.audit_path()) if config.audit_path() else None
+        self.catalog, self.encoders = None, {}
+        self.metrics, self.drift = Metrics(self), Drift(config.drift_window)
         credentials = tls.server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers + config.max_streams,
                                        thread_name_prefix="skulens-rpc"),
-            interceptors=[AuthInterceptor(self.keys)],
+            interceptors=[AuthInterceptor(self.keys, lambda method, why: self.metrics.auth_failures.labels(why).inc())],
             options=[("grpc.max_receive_message_length", mb), ("grpc.max_send_message_length", mb),
                      ("grpc.so_reuseport", 0)])
         self.health = health.HealthServicer()
@@ -119,7 +129,9 @@ class Server:
         # Up at once, answering UNAVAILABLE (and health NOT_SERVING) until the
         # catalogue is loaded and the encoders are warm.
         self.service = ProductSearch(None)
-        self.grpc.add_generic_rpc_handlers((wire.handlers(self.service, config.max_streams, self.audit),))
+        self.limits = Limits(config.key_rate, config.key_burst, config.key_concurrency)
+        self.grpc.add_generic_rpc_handlers((wire.handlers(self.service, config.max_streams, self.audit,
+                                                          self.metrics, self.limits),))
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{config.host}:{config.port}"
         self.port = (self.grpc.add_secure_port(address, credentials) if credentials is not None
@@ -134,6 +146,7 @@ class Server:
             text = self.encoders.get("text")
             self.catalog = Catalog.open(config.data, config.dim, storage=config.storage, M=config.M,
                                         ef_construction=config.ef_construction, ef=config.ef,
+                                        on_commit=self.metrics.commit.observe,
                                         text_dim=text.dim if text is not None and text.dim != config.dim else None)
             for e in self.encoders.values():
                 e.warm_up()
@@ -143,7 +156,9 @@ class Server:
                 self.audit.close()
             raise
         self.service.encoders = self.encoders
+        self.service.metrics, self.service.drift = self.metrics, self.drift
         self.service.catalog = self.catalog
+        self.metrics_port = self.metrics.serve(config.host, config.metrics_port) if config.metrics_port >= 0 else None
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._stopped = threading.Event()
         log.info("serving %s on %s:%d (%d products)", SERVICE, config.host, self.port, len(self.catalog))
@@ -170,6 +185,7 @@ class Server:
         self.catalog.close()
         if self.audit is not None:
             self.audit.close()
+        self.metrics.stop()
         log.info("stopped")
 
     def wait(self) -> None:

@@ -73,6 +73,7 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
     def __init__(self, catalog: Catalog | None, encoders=None):
         self.catalog = catalog
         self.encoders = encoders or {}  # "image" / "text" -> skulens.encode.ImageEncoder / TextEncoder
+        self.metrics = self.drift = None  # monitoring.Metrics / monitoring.Drift, when the server has them
 
     # --- queries -------------------------------------------------------------------
     def _query_vector(self, q: pb.Query, timings: pb.Timings):
@@ -139,6 +140,8 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         if exclude is not None:
             hits = [h for h in hits if h.id != exclude][:top_k]
         timings.search_us = (time.perf_counter_ns() - t1) // 1000
+        if self.drift is not None and exclude is None and field == "image":
+            self.drift.observe(vector, hits[0].score if hits else None)
         out = pb.SearchResponse(hits=[pb.Hit(product_id=h.id, score=h.score) for h in hits])
         if request.include_metadata and hits:
             meta = self.catalog.get_many([h.id for h in hits])
@@ -174,6 +177,8 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         enc = self.encoders.get("image")
         if not todo or enc is None:
             return {}
+        if self.metrics is not None:
+            self.metrics.batch.observe(len(todo))
         try:
             vecs = enc.embed([req.products[i].image for i in todo])
         except SkulensError:

@@ -42,14 +42,15 @@ class Catalog:
              ef: int = 64, threads: int | None = None, exact_below: int = EXACT_BELOW,
              exact_filtered_below: int = EXACT_FILTERED_BELOW, snapshot_every: int = 100_000,
              keep_snapshots: int = 2, max_unindexed: int = 100_000, text_dim: int | None = None,
-             progress: bool = False) -> "Catalog":
+             progress: bool = False, on_commit=None) -> "Catalog":
         """Open (or create) the catalogue in folder `path` for `dim`-d vectors.
 
         Returns as soon as the exact kernel is loaded: searches are correct at
         once, and products the graph does not hold yet (after a rebuild, or a
         burst of upserts) are scanned exactly until the background indexer has
         added them (`wait_indexed()` waits for it). text_dim: title embeddings of
-        another model than the images', searched with search(field="text")."""
+        another model than the images', searched with search(field="text"). on_commit(seconds) is
+        told how long each durable commit took (metrics)."""
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 0 < dim <= 65536:
             raise InvalidArgument(f"dim must be an integer in 1..65536, got {dim!r}")
         if storage not in STORAGES:
@@ -87,7 +88,7 @@ class Catalog:
             raise
         self._closed = False
         self._writer = Writer(self._store, self._mem, self.path, self._check_open,
-                              lambda n: self._checkpoints.wrote(n))
+                              lambda n: self._checkpoints.wrote(n), on_commit)
         self._search = Searcher(self._mem, self.dim, self.text_dim, self.ef, int(exact_below),
                                 int(exact_filtered_below), self._check_open)
         self._indexer = Indexer(self._store, self._mem, self.path, lambda: self._checkpoints.indexed())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,13 +36,14 @@ class Write:
 
 
 class Writer:
-    def __init__(self, store: Store, mem: Memory, path: str, check_open, on_applied):
+    def __init__(self, store: Store, mem: Memory, path: str, check_open, on_applied, on_commit=None):
         self.store, self.mem, self.path = store, mem, path
         self.mutex = threading.Lock()      # writers (transaction + apply), checkpoints
         self._qlock = threading.Lock()     # the queue
         self._queue: list[Write] = []
         self._check_open = check_open      # raises Unavailable when the catalogue cannot take writes
         self._on_applied = on_applied      # (products changed) -> None, after each group
+        self._on_commit = on_commit        # (seconds) -> None, the commit's latency (metrics)
         self.failed: BaseException | None = None
 
     def submit(self, w: Write):
@@ -85,7 +87,10 @@ class Writer:
                 if w.present:
                     ops.append(("delete", w.present))
         try:
+            t0 = time.perf_counter()
             seq = self.store.write(ops) if ops else self.store.seq
+            if ops and self._on_commit is not None:
+                self._on_commit(time.perf_counter() - t0)
         except BaseException as e:  # nothing of the group is acknowledged
             for s in fresh:
                 slots.unalloc(s)

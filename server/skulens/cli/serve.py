@@ -10,7 +10,7 @@ def cmd_serve(args) -> int:
     from ..server import Config, Server
     cfg = Config.load(args.config, data=args.data, port=args.port, host=args.host, model_repo=args.model_repo,
                       dim=args.dim, triton=args.triton, keys=args.keys, tls_cert=args.server_tls_cert,
-                      tls_key=args.server_tls_key, tls_client_ca=args.tls_client_ca)
+                      tls_key=args.server_tls_key, tls_client_ca=args.tls_client_ca, metrics_port=args.metrics_port)
     from ..encode.triton import TritonServer, TritonUnavailable
     triton = None
     try:
@@ -34,6 +34,8 @@ def cmd_serve(args) -> int:
         runtime = f"Triton at {triton.url if triton else cfg.triton}" if cfg.triton else "ONNX Runtime"
         print(f"skulens serving on {s.target} ({len(s.catalog)} products, encoders: {sorted(encs) or 'none'} "
               f"on {runtime})", flush=True)
+        if s.metrics_port is not None:
+            print(f"metrics on http://{cfg.host}:{s.metrics_port}/metrics", flush=True)
         if not len(s.keys):
             print(f"WARNING: no API keys in {cfg.keys_path()}: ANY client that reaches {s.target} can read, "
                   "upsert and delete. Add one with `skulens keys add --role admin`.", file=sys.stderr, flush=True)

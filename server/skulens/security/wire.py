@@ -55,9 +55,10 @@ def _checked(requests):
         yield r
 
 
-def handlers(servicer, max_streams: int, audit=None) -> grpc.GenericRpcHandler:
+def handlers(servicer, max_streams: int, audit=None, metrics=None, limits=None) -> grpc.GenericRpcHandler:
     """A generic handler serving every RPC of skulens.v1.ProductSearch on `servicer`; with
-    `audit` (an AuditLog), every write leaves a record in it."""
+    `audit` (an AuditLog), every write leaves a record in it; with `metrics`, every call is counted;
+    with `limits` (security.limits.Limits), each caller's calls are capped."""
     from .audit import AUDITED, audited
     from .auth import caller
     streams = threading.BoundedSemaphore(max_streams)
@@ -73,6 +74,10 @@ def handlers(servicer, max_streams: int, audit=None) -> grpc.GenericRpcHandler:
                 (True, False): grpc.stream_unary_rpc_method_handler,
                 (True, True): grpc.stream_stream_rpc_method_handler}[kind]
         wrapped = _guard(fn, kind, streams, max_streams)
+        if limits is not None and limits.active:
+            wrapped = limits.limited(wrapped, m.server_streaming)
+        if metrics is not None:
+            wrapped = metrics.observed(wrapped, m.name, m.server_streaming)
         out[m.name] = make(wrapped, request_deserializer=tolerant(req), response_serializer=resp.SerializeToString)
     return grpc.method_handlers_generic_handler(SERVICE.full_name, out)
 
