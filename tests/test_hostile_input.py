@@ -232,3 +232,21 @@ def test_sigterm_stops_the_server_after_broken_streams(tmp_path):
     from skulens.catalog import Catalog
     with Catalog.open(str(tmp_path / "c"), 4) as c:  # closed cleanly: the folder lock was released
         assert len(c) == 0
+
+
+def test_stored_thumbnails_carry_no_metadata(client):
+    """A phone photo with GPS coordinates, an ICC profile and XMP: the kept thumbnail has none of them."""
+    im = Image.new("RGB", (200, 150), (10, 200, 30))
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"                                   # Make
+    exif.get_ifd(0x8825)[2] = (52.0, 31.0, 12.0)                  # GPSLatitude
+    exif.get_ifd(0x8825)[1] = "N"
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif, icc_profile=b"\0" * 128 + b"acspfake-icc", xmp=b"<x:xmpmeta>secret</x:xmpmeta>")
+    data = buf.getvalue()
+    assert b"PhoneMaker" in data and b"secret" in data
+    client.upsert([dict(id="gps-photo", image=data)])
+    thumb = client.thumbnail("gps-photo")
+    t = Image.open(io.BytesIO(thumb))
+    assert not t.getexif() and "icc_profile" not in t.info and "xmp" not in t.info
+    assert b"PhoneMaker" not in thumb and b"secret" not in thumb and b"acspfake" not in thumb
