@@ -44,6 +44,7 @@ CALLS = {  # RPC -> (call on a Client, the role it needs)
     "Upsert": (lambda c: c.upsert([dict(id="w", vector=np.ones(D))]), "write"),
     "UpsertStream": (lambda c: c.upsert_stream([[dict(id="w2", vector=np.ones(D))]]), "write"),
     "Delete": (lambda c: c.delete(["nobody"]), "write"),
+    "Embed": (lambda c: c.embed(text="boots"), "read"),   # past auth: UNIMPLEMENTED (no text encoder here)
 }
 RANK = {None: -1, "read": 0, "write": 1, "admin": 2}
 
@@ -60,7 +61,8 @@ def test_every_rpc_with_every_kind_of_key(secured, rpc, role):
             code = OK
         except grpc.RpcError as e:
             code, msg = e.code(), e.details()
-    want = UNAUTH if role in (None, "bogus") else (OK if RANK[role] >= RANK[needs] else DENIED)
+    passed = OK if rpc != "Embed" else grpc.StatusCode.UNIMPLEMENTED
+    want = UNAUTH if role in (None, "bogus") else (passed if RANK[role] >= RANK[needs] else DENIED)
     assert code == want, (rpc, role)
     if code == DENIED:
         assert f"needs {needs!r}" in msg and keys[role] not in msg   # names the role, never echoes the key
@@ -80,6 +82,26 @@ def test_embed_needs_read_and_health_and_reflection_stay_open(secured):
         assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED   # past auth: this server has no text encoder
 
 
+def test_health_can_be_closed_too(tmp_path):
+    store = KeyStore(str(tmp_path / "keys.json"))
+    _, key = store.add("read")
+    s = Server(Config(data=str(tmp_path / "c"), dim=D, port=0, keys=store.path, auth_open=""))
+    try:
+        for k, want in ((None, UNAUTH), (key, None)):
+            with Client(s.target, api_key=k) as c:
+                try:
+                    health_pb2_grpc.HealthStub(c.channel).Check(health_pb2.HealthCheckRequest(), timeout=5,
+                                                                metadata=c.metadata)
+                    code = None
+                except grpc.RpcError as e:
+                    code = e.code()
+            assert code == want
+    finally:
+        s.stop()
+    with pytest.raises(ValueError, match="auth_open"):
+        Server(Config(data=str(tmp_path / "d"), dim=D, port=0, auth_open="everything"))
+
+
 def test_stats_details_are_for_admin_keys(secured):
     s, _, keys = secured
     with Client(s.target, api_key=keys["read"]) as c:
@@ -91,9 +113,11 @@ def test_stats_details_are_for_admin_keys(secured):
 def test_a_revoked_key_stops_at_once_and_the_file_holds_no_key(secured):
     s, store, _ = secured
     kid, key = store.add("read", note="temporary")
+    time.sleep(0.2)   # the server looks at the key file at most every 0.1 s
     with Client(s.target, api_key=key) as c:
         assert c.search(vector=np.ones(D), top_k=1)
         store.revoke(kid)
+        time.sleep(0.2)   # the server looks at the key file at most every 0.1 s
         with pytest.raises(grpc.RpcError) as e:
             c.search(vector=np.ones(D), top_k=1)
         assert e.value.code() == UNAUTH

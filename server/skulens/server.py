@@ -58,6 +58,7 @@ class Config:
     max_image_pixels: int = MAX_PIXELS
     keys: str = ""                     # API key file (skulens keys ...); empty: keys.json in the data folder.
                                        # Auth is on whenever it holds a key
+    auth_open: str = "health,reflection"   # served without a key even when auth is on ("" : nothing)
     tls_cert: str = ""                 # PEM certificate chain and key of the server: TLS on the port
     tls_key: str = ""
     tls_client_ca: str = ""            # PEM CA bundle: clients must present a certificate it signed (mTLS)
@@ -118,7 +119,8 @@ class Server:
         self.grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.workers + config.max_streams,
                                        thread_name_prefix="skulens-rpc"),
-            interceptors=[AuthInterceptor(self.keys, lambda method, why: self.metrics.auth_failures.labels(why).inc())],
+            interceptors=[AuthInterceptor(self.keys, lambda method, why: self.metrics.auth_failures.labels(why).inc(),
+                                          config.auth_open)],
             options=[("grpc.max_receive_message_length", mb), ("grpc.max_send_message_length", mb),
                      ("grpc.so_reuseport", 0)])
         self.health = health.HealthServicer()

@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     s.add_argument("--no-resume", action="store_true")
     sub.add_parser("stats", help="catalogue and server statistics")
     s = sub.add_parser("loadgen", help="ghz-style load generator with a ghz-compatible JSON report")
-    s.add_argument("--call", default="Search", help="Search, GetProduct, Stats or Embed")
+    s.add_argument("--call", default="Search", help="Search, GetProduct, Stats, Embed, Upsert or Delete")
     s.add_argument("-d", "--data", required=True, help="the request as JSON, or @file")
     s.add_argument("-c", "--concurrency", type=int, default=1)
     s.add_argument("-n", "--total", type=int, default=None)

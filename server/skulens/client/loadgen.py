@@ -25,7 +25,7 @@ from ..v1 import skulens_pb2_grpc as pb_grpc
 from .client import channel_args
 
 CALLS = {"Search": pb.SearchRequest, "GetProduct": pb.GetProductRequest, "Stats": pb.StatsRequest,
-         "Embed": pb.EmbedRequest}
+         "Embed": pb.EmbedRequest, "Upsert": pb.UpsertRequest, "Delete": pb.DeleteRequest}
 
 
 def parse_duration(s: str | None) -> float | None:

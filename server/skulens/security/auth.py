@@ -2,7 +2,7 @@
 
 `authorization: Bearer sk_...` in the call's metadata. No or an unknown key: UNAUTHENTICATED; a
 known key whose role does not include the method's: PERMISSION_DENIED. Health and reflection stay
-open (`open_methods`), so load balancers and grpcurl work without a key. Auth is on whenever the
+open unless configured (`auth_open`), so load balancers and grpcurl work without a key. Auth is on whenever the
 key file holds a key. The caller's key id is available to the handler (`caller()`) for the audit
 trail; tokens themselves are never logged.
 """
@@ -13,14 +13,15 @@ import contextvars
 
 import grpc
 
+from ..errors import InvalidArgument
 from ..v1 import skulens_pb2 as pb
 from .keys import KeyStore, allows
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ProductSearch"].full_name
 NEEDS = {"Search": "read", "SearchStream": "read", "GetProduct": "read", "Embed": "read", "Stats": "read",
          "Upsert": "write", "UpsertStream": "write", "Delete": "write"}
-OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
-        "/grpc.reflection.v1.ServerReflection/")
+OPENABLE = {"health": ("/grpc.health.v1.Health/",),
+            "reflection": ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")}
 
 _caller: contextvars.ContextVar = contextvars.ContextVar("skulens_caller", default=(None, None))
 
@@ -69,17 +70,31 @@ def _as_caller(handler, who):
                             stream_stream=wrap(handler.stream_stream, True))
 
 
+def open_prefixes(names: str) -> tuple[str, ...]:
+    """"health,reflection" -> the method prefixes served without a key."""
+    out = []
+    for n in (x.strip() for x in names.split(",") if x.strip()):
+        if n not in OPENABLE:
+            raise InvalidArgument(f"auth_open {n!r}: choose from {', '.join(OPENABLE)} (or nothing)")
+        out += OPENABLE[n]
+    return tuple(out)
+
+
 class AuthInterceptor(grpc.ServerInterceptor):
-    def __init__(self, keys: KeyStore, on_failure=None):
+    def __init__(self, keys: KeyStore, on_failure=None, open_methods: str = "health,reflection"):
         self.keys = keys
-        self.on_failure = on_failure or (lambda method, why: None)   # metrics and the audit trail
+        self.on_failure = on_failure or (lambda method, why: None)   # metrics
+        self.open = open_prefixes(open_methods)
 
     def intercept_service(self, continuation, details):
         method = details.method
         handler = continuation(details)
-        if handler is None or method.startswith(OPEN) or not len(self.keys):
+        if handler is None or method.startswith(self.open) or not len(self.keys):
             return handler
-        needed = NEEDS.get(method.rsplit("/", 1)[-1], "admin") if method.startswith(f"/{SERVICE}/") else "admin"
+        if method.startswith(f"/{SERVICE}/"):
+            needed = NEEDS.get(method.rsplit("/", 1)[-1], "admin")
+        else:  # health and reflection when closed: any key; anything else: admin
+            needed = "read" if any(method.startswith(p) for ps in OPENABLE.values() for p in ps) else "admin"
         token = None
         for k, v in details.invocation_metadata or ():
             if k == "authorization" and v.startswith("Bearer "):

@@ -5,7 +5,8 @@ the secret is 32 random bytes. The file (`keys.json` in the catalogue folder unl
 mode 0600) keeps per key its id, role, creation time, a random salt and scrypt(secret) only, so a
 copy of the file gives no usable key. Verifying scrypt costs milliseconds, so a verified key is
 remembered in memory by its SHA-256 for the process's life (bounded; dropped when the file
-changes, which is how a revoke takes effect on a running server).
+changes, which is how a revoke takes effect on a running server: the file is looked at at most
+every `RECHECK_S` seconds, so a revoke bites within that).
 
 Roles are ordered: `read` (Search, SearchStream, GetProduct, Embed, Stats) < `write` (+ Upsert,
 UpsertStream, Delete) < `admin` (+ catalogue details in Stats and whatever administration the
@@ -28,6 +29,7 @@ from ..errors import InvalidArgument, NotFound
 ROLES = ("read", "write", "admin")
 FILE = "keys.json"
 _SCRYPT = dict(n=2 ** 14, r=8, p=1, dklen=32)
+RECHECK_S = 0.1
 
 
 def _hash(secret: str, salt: bytes) -> bytes:
@@ -43,12 +45,17 @@ class KeyStore:
         self.path = path
         self._lock = threading.Lock()
         self._mtime = None
+        self._checked = -1.0
         self._keys: dict[str, dict] = {}
         self._verified: OrderedDict[bytes, tuple[str, str]] = OrderedDict()  # sha256(token) -> (id, role)
         self._reload()
 
     # --- the file ------------------------------------------------------------------
-    def _reload(self) -> None:
+    def _reload(self, force: bool = True) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < RECHECK_S:
+            return
+        self._checked = now
         try:
             mtime = os.stat(self.path).st_mtime_ns
         except FileNotFoundError:
@@ -107,7 +114,7 @@ class KeyStore:
 
     def __len__(self) -> int:
         with self._lock:
-            self._reload()
+            self._reload(force=False)
             return len(self._keys)
 
     # --- checking a caller ---------------------------------------------------------
@@ -115,7 +122,7 @@ class KeyStore:
         """(key id, role) of a valid key, or None."""
         digest = hashlib.sha256(token.encode()).digest()
         with self._lock:
-            self._reload()
+            self._reload(force=False)
             hit = self._verified.get(digest)
             if hit is not None:
                 return hit
