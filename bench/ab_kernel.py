@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import platform
 import statistics
 import subprocess
 import sys
 import time
+
+from machine import cpu_model
 
 
 def one(path: str) -> dict:
@@ -42,12 +43,6 @@ def one(path: str) -> dict:
     return out
 
 
-def _cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def main() -> None:
@@ -67,7 +62,7 @@ def main() -> None:
             res = subprocess.run([sys.executable, __file__, path, path, "--one"], capture_output=True, text=True,
                                  check=True)
             runs[side].append(json.loads(res.stdout))
-    print(f"cpu: {_cpu()}, simd: {runs['a'][0]['simd']}")
+    print(f"cpu: {cpu_model()}, simd: {runs['a'][0]['simd']}")
     print("| storage | a: best / median (us) | b: best / median (us) | b/a (best, median) |\n|---|---|---|---|")
     for s in ("fp32", "fp16", "int8"):
         a, b = [r[s] for r in runs["a"]], [r[s] for r in runs["b"]]

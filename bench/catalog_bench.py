@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from skulens.catalog import Catalog, snapshot
+from machine import cpu_model
 from synthetic import clustered, manifold
 
 OUT = Path(__file__).parent
@@ -350,7 +351,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="skulens-bench-"))
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = cpu_model()
     report = {"machine": {"cpu": cpu, "cores": os.cpu_count(), "hnswlib": version("hnswlib"),
                           "graph": "hnswlib 0.6.2 C++ (vendored) + skulens walk"},
               "command": "python bench/catalog_bench.py " + " ".join(os.sys.argv[1:])}

@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from skulens.index import ExactIndex, best_simd
+from machine import cpu_model
 from synthetic import clustered, exact_topk, recall
 
 K = 10
@@ -106,7 +107,7 @@ def recall_check(dim):
 
 
 def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = cpu_model()
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": np.__version__, "faiss": faiss.__version__, "skulens_simd": best_simd()}
 

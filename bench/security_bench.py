@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import time
 import grpc
 import numpy as np
 
+from machine import cpu_model
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "server"))
 
@@ -35,12 +36,6 @@ from skulens.security.keys import KeyStore  # noqa: E402
 D, N = 128, 10_000
 
 
-def cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def serve(work: str, name: str, *extra: str):
@@ -77,7 +72,7 @@ def main(argv=None) -> int:
     store = KeyStore(os.path.join(work, "keys.json"))
     _, key = store.add("write")
     _, key2 = store.add("read")
-    out = {"cpu": cpu(), "cores": os.cpu_count(), "products": N, "dim": D}
+    out = {"cpu": cpu_model(), "cores": os.cpu_count(), "products": N, "dim": D}
     procs = []
     try:
         # 1. cost of keys + audit + metrics on the search path

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import threading
 import time
 
 import numpy as np
+
+from machine import cpu_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "server"))
@@ -40,12 +41,6 @@ def rss_kib(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
-def cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def main(argv=None) -> int:
@@ -102,7 +97,7 @@ def main(argv=None) -> int:
     warm = [r for t, r in samples if t >= warm_end]
     growth = (warm[-1] - warm[0]) / warm[0] if len(warm) > 1 else 0.0
     errors = {n: {k: v for k, v in r["statusCodeDistribution"].items() if k != "OK"} for n, r in reports.items()}
-    out = {"cpu": cpu(), "cores": os.cpu_count(), "duration_s": a.duration, "products": a.products,
+    out = {"cpu": cpu_model(), "cores": os.cpu_count(), "duration_s": a.duration, "products": a.products,
            "calls": {n: r["count"] for n, r in reports.items()},
            "rps": {n: round(r["rps"], 1) for n, r in reports.items()},
            "p50_ms": {n: r["latencyDistribution"][2]["latency"] / 1e6 for n, r in reports.items() if r["count"]},

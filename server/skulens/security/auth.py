@@ -9,6 +9,7 @@ trail; tokens themselves are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 
 import grpc
@@ -16,6 +17,7 @@ import grpc
 from ..errors import InvalidArgument
 from ..v1 import skulens_pb2 as pb
 from .keys import KeyStore, allows
+from .wire import around
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ProductSearch"].full_name
 NEEDS = {"Search": "read", "SearchStream": "read", "GetProduct": "read", "Embed": "read", "Stats": "read",
@@ -45,25 +47,16 @@ def _refusal(handler, code, message):
 
 def _as_caller(handler, who):
     """The same handler, run with `who` as the caller (a context variable of its thread)."""
-    def wrap(fn, streaming_response):
-        if fn is None:
-            return None
-        if streaming_response:
-            def gen(request, context):
-                token = _caller.set(who)
-                try:
-                    yield from fn(request, context)
-                finally:
-                    _caller.reset(token)
-            return gen
+    @contextlib.contextmanager
+    def scope(context):
+        token = _caller.set(who)
+        try:
+            yield
+        finally:
+            _caller.reset(token)
 
-        def call(request, context):
-            token = _caller.set(who)
-            try:
-                return fn(request, context)
-            finally:
-                _caller.reset(token)
-        return call
+    def wrap(fn, server_stream):
+        return None if fn is None else around(fn, server_stream, scope)
     return handler._replace(unary_unary=wrap(handler.unary_unary, False),
                             unary_stream=wrap(handler.unary_stream, True),
                             stream_unary=wrap(handler.stream_unary, False),

@@ -8,13 +8,14 @@ count as one call each for as long as they are open.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import threading
 import time
 
 import grpc
 
 from .auth import caller
+from .wire import around
 
 
 class Limits:
@@ -69,22 +70,13 @@ class Limits:
             else:
                 self._open.pop(who, None)
 
-    def limited(self, fn, server_stream: bool):
-        if server_stream:
-            @functools.wraps(fn)
-            def stream(request, context):
-                who = self.admit(context)
-                try:
-                    yield from fn(request, context)
-                finally:
-                    self.release(who)
-            return stream
+    @contextlib.contextmanager
+    def slot(self, context):
+        who = self.admit(context)
+        try:
+            yield
+        finally:
+            self.release(who)
 
-        @functools.wraps(fn)
-        def unary(request, context):
-            who = self.admit(context)
-            try:
-                return fn(request, context)
-            finally:
-                self.release(who)
-        return unary
+    def limited(self, fn, server_stream: bool):
+        return around(fn, server_stream, self.slot)

@@ -48,6 +48,23 @@ def tolerant(cls):
     return parse
 
 
+def around(fn, server_stream: bool, scope):
+    """fn (a gRPC behaviour) run inside `scope(context)`, a context manager, for as long as the call
+    lasts: to the end of its stream for a streamed answer."""
+    if server_stream:
+        @functools.wraps(fn)
+        def stream(request, context):
+            with scope(context):
+                yield from fn(request, context)
+        return stream
+
+    @functools.wraps(fn)
+    def unary(request, context):
+        with scope(context):
+            return fn(request, context)
+    return unary
+
+
 def _checked(requests):
     for r in requests:
         if isinstance(r, Unparseable):
