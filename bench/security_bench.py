@@ -28,7 +28,6 @@ import numpy as np
 from machine import cpu_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "server"))
 
 from skulens.client import Client  # noqa: E402
 from skulens.security.keys import KeyStore  # noqa: E402
@@ -39,7 +38,7 @@ D, N = 128, 10_000
 
 
 def serve(work: str, name: str, *extra: str):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(HERE, "..", "server")] + sys.path))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))  # the server runs the skulens this script imports
     proc = subprocess.Popen([sys.executable, "-m", "skulens.cli", "serve", "--data", os.path.join(work, name),
                              "--port", "0", "--dim", str(D), *extra], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)

@@ -28,7 +28,6 @@ import numpy as np
 from machine import cpu_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "server"))
 
 from skulens.client import Client, loadgen  # noqa: E402
 from skulens.security.keys import KeyStore  # noqa: E402
@@ -52,7 +51,7 @@ def main(argv=None) -> int:
     work = tempfile.mkdtemp(prefix="skulens-soak-")
     store = KeyStore(os.path.join(work, "keys.json"))
     _, key = store.add("admin")   # admin: the soak reads the catalogue's snapshot seq from Stats
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(HERE, "..", "server")] + sys.path))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))  # the server runs the skulens this script imports
     proc = subprocess.Popen([sys.executable, "-m", "skulens.cli", "serve", "--data", os.path.join(work, "c"),
                              "--port", "0", "--dim", str(D), "--keys", store.path, "--metrics-port", "0"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
