@@ -7,7 +7,6 @@ lock is what makes this pass (without it this test crashes the process).
 
 import os
 import threading
-import time
 
 import numpy as np
 

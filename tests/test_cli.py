@@ -54,3 +54,12 @@ def test_ingest_search_sheet_stats(served, capsys):
     assert cli.main(t + ["upsert", "--id", "bad", "--attr", "nokey"]) == 2
     assert cli.main(t + ["stats"]) == 0
     assert json.loads(capsys.readouterr().out)["products"] == 13
+
+
+def test_a_refused_request_is_one_line_not_a_traceback(served, capsys, tmp_path):
+    t = ["--target", served[0].target]
+    assert cli.main(t + ["search", "--vector", "nan,1,2,3"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("skulens search: INVALID_ARGUMENT: ") and "Traceback" not in err and len(err.splitlines()) == 1
+    assert cli.main(t + ["search", "--image", str(tmp_path / "missing.png")]) == 2
+    assert "No such file" in capsys.readouterr().err

@@ -101,10 +101,19 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "loadgen" and args.total is None and args.duration is None:
         args.total = 200
+    import grpc
     from . import demo, query, serve
-    return {"serve": serve.cmd_serve, "search": query.cmd_search, "ingest": query.cmd_ingest,
-            "stats": query.cmd_stats, "demo": demo.cmd_demo, "loadgen": query.cmd_loadgen,
-            "upsert": query.cmd_upsert, "keys": serve.cmd_keys, "audit": serve.cmd_audit}[args.cmd](args)
+    cmd = {"serve": serve.cmd_serve, "search": query.cmd_search, "ingest": query.cmd_ingest,
+           "stats": query.cmd_stats, "demo": demo.cmd_demo, "loadgen": query.cmd_loadgen,
+           "upsert": query.cmd_upsert, "keys": serve.cmd_keys, "audit": serve.cmd_audit}[args.cmd]
+    try:
+        return cmd(args)
+    except grpc.RpcError as e:  # the server's answer, as one line: its code and what was wrong
+        print(f"skulens {args.cmd}: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a file named on the command line (--image, --meta, ...)
+        print(f"skulens {args.cmd}: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ the kernel.
 from __future__ import annotations
 
 import numbers
-import sys
 from typing import Iterable, Literal
 
 import numpy as np
