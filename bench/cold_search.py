@@ -18,7 +18,7 @@ import hnswlib
 import numpy as np
 from tqdm import tqdm
 
-from service_bench import spin
+from grpc_floor import spin
 from synthetic import manifold
 
 OUT = Path(__file__).parent

@@ -24,12 +24,12 @@ D = 8
 OK, UNAUTH, DENIED = grpc.StatusCode.OK, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory):
+@pytest.fixture(scope="module", params=["sync", "aio"])
+def secured(tmp_path_factory, request):
     data = tmp_path_factory.mktemp("data") / "c"
     store = KeyStore(str(tmp_path_factory.mktemp("k") / "keys.json"))
     keys = {role: store.add(role)[1] for role in ("read", "write", "admin")}
-    s = Server(Config(data=str(data), dim=D, port=0, keys=store.path))
+    s = Server(Config(data=str(data), dim=D, port=0, keys=store.path, server=request.param))
     with Client(s.target, api_key=keys["write"]) as c:
         c.upsert([dict(id="p0", vector=np.ones(D)), dict(id="p1", vector=np.arange(D) + 1.0)])
     yield s, store, keys
@@ -186,10 +186,11 @@ def _certs(tmp_path):
     return {n: str(tmp_path / n) for n in ("ca", "server", "client", "stranger")}
 
 
-def test_tls_and_mutual_tls(tmp_path):
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_tls_and_mutual_tls(tmp_path, kind):
     p = _certs(tmp_path)
     s = Server(Config(data=str(tmp_path / "c"), dim=D, port=0, tls_cert=p["server"] + ".pem",
-                      tls_key=p["server"] + ".key", tls_client_ca=p["ca"] + ".pem"))
+                      tls_key=p["server"] + ".key", tls_client_ca=p["ca"] + ".pem", server=kind))
     try:
         with Client(s.target, tls_ca=p["ca"] + ".pem", tls_cert=p["client"] + ".pem",
                     tls_key=p["client"] + ".key") as c:
@@ -295,11 +296,12 @@ def test_an_acknowledged_write_has_its_record_after_kill_9(tmp_path):
 
 
 # --- per-caller limits ------------------------------------------------------------------------
-def test_a_flooding_key_is_limited_and_the_others_are_not(tmp_path):
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_a_flooding_key_is_limited_and_the_others_are_not(tmp_path, kind):
     store = KeyStore(str(tmp_path / "keys.json"))
     _, flood = store.add("read")
     _, polite = store.add("read")
-    s = Server(Config(data=str(tmp_path / "c"), dim=D, port=0, keys=store.path, key_rate=20, key_burst=5,
+    s = Server(Config(data=str(tmp_path / "c"), dim=D, port=0, keys=store.path, key_rate=20, key_burst=5, server=kind,
                       key_concurrency=2))
     try:
         with Client(s.target, api_key=flood) as c:

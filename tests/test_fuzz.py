@@ -59,13 +59,16 @@ filters = st.one_of(st.none(), texts, st.builds(lambda k, v: pb.Filter(all=[pb.C
 
 @st.composite
 def query(draw):
-    kind = draw(st.sampled_from(["image", "text", "vector", "product_id", "none"]))
+    kind = draw(st.sampled_from(["image", "text", "vector", "raw_vector", "product_id", "none"]))
     if kind == "image":
         return pb.Query(image=draw(images))
     if kind == "text":
         return pb.Query(text=draw(texts))
     if kind == "vector":
         return pb.Query(vector=pb.Vector(values=draw(vectors)))
+    if kind == "raw_vector":  # Vector.le_float32: any bytes, sometimes beside values too
+        return pb.Query(vector=pb.Vector(le_float32=draw(st.binary(max_size=200)),
+                                         values=draw(st.one_of(st.just([]), vectors))))
     if kind == "product_id":
         return pb.Query(product_id=draw(ids))
     return pb.Query()

@@ -108,7 +108,8 @@ def test_drift_memory_is_two_windows():
     rng = np.random.default_rng(0)
     for _ in range(1000):
         d.observe(rng.standard_normal(8), 0.5)
-    assert len(d._cur) == 10 and len(d._scores) == 10 and d._ref_vecs == []
+    d.values()  # folds what is pending
+    assert d._ring.shape == (10, 8) and d._filled == 10 and len(d._scores) == 10 and d._ref_vecs == [] and not d._pending
     v = d.values()
     assert v["reference_ready"] == 1 and -1 <= v["mean_cosine"] <= 1 and v["top1_mean"] == 0.5
 
@@ -130,3 +131,22 @@ def test_alert_rules_and_dashboard_use_only_exported_metrics(server):
     exprs += [t["expr"] for p in dash["panels"] for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"skulens_[a-z0-9_]+", e)}
     assert used and used <= exported, used - exported
+
+
+def test_drift_batches_agree_with_the_plain_computation():
+    """Queries are folded in batches; the gauges are those of the first `window` queries against
+    the latest `window`, whatever the batch boundaries (zero vectors are skipped)."""
+    d = Drift(window=50)
+    rng = np.random.default_rng(1)
+    vs = rng.standard_normal((137, 6)) + np.linspace(0, 3, 137)[:, None]
+    vs[60] = 0
+    for i, v in enumerate(vs):
+        d.observe(v.astype(np.float32), float(i))
+    got = d.values()
+    kept = [i for i in range(137) if i != 60]
+    unit = vs / np.maximum(np.linalg.norm(vs, axis=1, keepdims=True), 1e-300)
+    ref, cur = unit[kept[:50]].mean(axis=0), unit[kept[-50:]].mean(axis=0)
+    assert got["mean_cosine"] == pytest.approx(cur @ ref / np.linalg.norm(cur) / np.linalg.norm(ref), abs=1e-6)
+    assert got["mean_shift"] == pytest.approx(np.linalg.norm(cur - ref), abs=1e-6)
+    assert got["top1_mean"] == pytest.approx(np.mean(kept[-50:]))
+    assert got["reference_top1_mean"] == pytest.approx(np.mean(kept[:50]))

@@ -16,9 +16,10 @@ from synthetic import clustered
 D = 16
 
 
-@pytest.fixture
-def server(tmp_path):
-    s = Server(Config(data=str(tmp_path / "data"), dim=D, port=0, max_message_mb=1, grace_s=2))
+@pytest.fixture(params=["sync", "aio"])
+def server(tmp_path, request):
+    """Every test of the service runs on both server kinds (server.py's `server` setting)."""
+    s = Server(Config(data=str(tmp_path / "data"), dim=D, port=0, max_message_mb=1, grace_s=2, server=request.param))
     yield s
     s.stop()
 
@@ -87,11 +88,36 @@ def test_upsert_stream(client):
     assert client.search(vector=x[33], top_k=1)[0].product_id == "s33"
 
 
+def _raw_search(client, **vector):
+    from skulens.v1 import skulens_pb2 as pb
+    return client.stub.Search(pb.SearchRequest(query=pb.Query(vector=pb.Vector(**vector)), top_k=3))
+
+
+def test_a_vector_as_raw_bytes_or_as_numbers_finds_the_same(client):
+    """Vector.le_float32 (what the client sends) and the repeated float give the same answer."""
+    x = fill(client, 100)
+    from skulens.v1 import skulens_pb2 as pb
+    for v in x[:5]:
+        as_bytes = _raw_search(client, le_float32=v.astype("<f4").tobytes())
+        as_numbers = _raw_search(client, values=v.tolist())
+        assert [(h.product_id, h.score) for h in as_bytes.hits] == [(h.product_id, h.score) for h in as_numbers.hits]
+        assert as_bytes.hits[0].product_id == client.search(vector=v.tolist(), top_k=1)[0].product_id
+    sent = pb.SearchRequest.FromString(__import__("skulens.client", fromlist=["x"]).search_request(
+        vector=[0.5, -1.25], top_k=1).SerializeToString())
+    assert sent.query.vector.le_float32 == np.array([0.5, -1.25], "<f4").tobytes() and not sent.query.vector.values
+
+
 @pytest.mark.parametrize("call,code,words", [
     (lambda c: c.search(vector=[1.0] * (D + 1)), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
     (lambda c: c.search(vector=[float("nan")] * D), grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
     (lambda c: c.search(vector=[0.0] * D), grpc.StatusCode.INVALID_ARGUMENT, "zero"),
     (lambda c: c.search(vector=[1.0] * D, top_k=1001), grpc.StatusCode.INVALID_ARGUMENT, "top_k"),
+    (lambda c: _raw_search(c, le_float32=b"\0" * (4 * D + 2)), grpc.StatusCode.INVALID_ARGUMENT, "whole number"),
+    (lambda c: _raw_search(c, le_float32=np.ones(D, "<f4").tobytes(), values=[1.0] * D),
+     grpc.StatusCode.INVALID_ARGUMENT, "not both"),
+    (lambda c: _raw_search(c, le_float32=np.ones(D - 1, "<f4").tobytes()), grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+    (lambda c: _raw_search(c, le_float32=np.full(D, np.inf, "<f4").tobytes()), grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
+    (lambda c: _raw_search(c), grpc.StatusCode.INVALID_ARGUMENT, "empty"),
     (lambda c: c.search(vector=[1.0] * D, top_k=-1), grpc.StatusCode.INVALID_ARGUMENT, "top_k"),
     (lambda c: c.search(vector=[1.0] * D, filters="colour"), grpc.StatusCode.INVALID_ARGUMENT, "key=value"),
     (lambda c: c.search(vector=[1.0] * D, ef=-3), grpc.StatusCode.INVALID_ARGUMENT, "ef"),

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from .aio import AioServer
 from .catalog import Catalog
 from .errors import InvalidArgument
 from .limits import IMAGE_FORMATS, MAX_PIXELS, MAX_STREAMS
@@ -44,6 +45,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 50051                  # 0 picks a free port
     workers: int = 16                  # gRPC handler threads (the kernel and hnswlib release the GIL)
+    server: str = "sync"               # "sync": grpcio's thread-pool server; "aio": grpc.aio (service_aio.py)
     max_message_mb: int = 8
     grace_s: float = 10.0              # graceful shutdown: in-flight calls get this long
     storage: str = "fp32"
@@ -116,13 +118,18 @@ class Server:
         self.catalog, self.encoders = None, {}
         self.metrics, self.drift = Metrics(self), Drift(config.drift_window)
         credentials = tls.server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
-        self.grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers + config.max_streams,
-                                       thread_name_prefix="skulens-rpc"),
-            interceptors=[AuthInterceptor(self.keys, lambda method, why: self.metrics.auth_failures.labels(why).inc(),
-                                          config.auth_open)],
-            options=[("grpc.max_receive_message_length", mb), ("grpc.max_send_message_length", mb),
-                     ("grpc.so_reuseport", 0)])
+        pool = futures.ThreadPoolExecutor(max_workers=config.workers + config.max_streams,
+                                          thread_name_prefix="skulens-rpc")
+        interceptors = [AuthInterceptor(self.keys, lambda method, why: self.metrics.auth_failures.labels(why).inc(),
+                                        config.auth_open)]
+        options = [("grpc.max_receive_message_length", mb), ("grpc.max_send_message_length", mb),
+                   ("grpc.so_reuseport", 0)]
+        if config.server == "aio":
+            self.grpc = AioServer(pool, interceptors, options, rows=lambda: len(self.catalog or ()))
+        elif config.server == "sync":
+            self.grpc = grpc.server(pool, interceptors=interceptors, options=options)
+        else:
+            raise InvalidArgument(f"server must be 'sync' or 'aio', got {config.server!r}")
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(

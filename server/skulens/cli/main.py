@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     s.add_argument("--triton", help="run the encoders on Triton: host:port of its gRPC, or 'start' to start "
                                     "one on --model-repo (needs `make triton`); default: ONNX Runtime in process")
     s.add_argument("--keys", help="API key file (default: keys.json in --data); auth is on when it holds a key")
+    s.add_argument("--server", choices=["sync", "aio"],
+                   help="grpcio's thread-pool server (default) or grpc.aio (see docs/service.md)")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)")
     s.add_argument("--tls-cert", dest="server_tls_cert", help="PEM certificate chain: serve TLS")
     s.add_argument("--tls-key", dest="server_tls_key", help="PEM private key of --tls-cert")

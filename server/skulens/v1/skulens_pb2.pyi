@@ -29,10 +29,12 @@ class Query(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., text: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., product_id: _Optional[str] = ...) -> None: ...
 
 class Vector(_message.Message):
-    __slots__ = ("values",)
+    __slots__ = ("values", "le_float32")
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    LE_FLOAT32_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+    le_float32: bytes
+    def __init__(self, values: _Optional[_Iterable[float]] = ..., le_float32: _Optional[bytes] = ...) -> None: ...
 
 class Term(_message.Message):
     __slots__ = ("key", "value")
