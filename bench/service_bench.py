@@ -1,13 +1,16 @@
-"""Service benchmark: skulens Search by vector (HNSW, 100k x 256) beside a bare grpcio
-echo server carrying the same request bytes (also with a handler that spins as long as
-skulens' search takes) and bare hnswlib behind the same kind of gRPC server on the same graph, at concurrency 1 and 16; then an image query's server-side stages
-beside bare ONNX Runtime inference of the same model.
+"""Service benchmark: skulens Search by vector (HNSW, 100k x 256 clustered, recall@10 >= 0.99)
+on each server kind beside a bare grpcio echo (sync and grpc.aio) carrying the same request bytes
+and bare hnswlib behind the same kind of gRPC server on the same graph, at concurrency 1 and 16,
+with each server process's CPU per call; the same searches in process (pip hnswlib's walk, the
+exact kernel); exact mode at 20k rows; then an image query's server-side stages beside bare ONNX
+Runtime inference of the same model. Prints the vector-path issue's targets, met or not.
 
-    python bench/service_bench.py [--n 100000] [--requests 3000] [--only vector|image]
+    python bench/service_bench.py [--n 100000] [--servers sync,aio] [--wire bytes|values]
+                                  [--work DIR] [--only vector|image]
 
-Each server runs in its own process on loopback with the same thread-pool settings (16
-handler threads); the client is this process, Python grpcio with one channel per worker
-thread. Writes bench/service_bench.json.
+Each server runs in its own process on loopback (16 handler threads where it has a pool); the
+client is this process, Python grpcio with one channel per worker thread. Writes
+bench/service_bench.json.
 """
 
 from __future__ import annotations
@@ -107,18 +110,23 @@ def in_process(graph: Path, x, q, truth, ef: int, exact_n: int) -> dict:
         if out["recall@10"] >= 0.99:
             break
     out["walk_p50_us"] = _p50(lambda v: g.knn_query(v, k=10, num_threads=1), q)
+    # The same after 0.5 ms asleep, as a server between calls at concurrency 1 (bench/cold_search.py).
+    out["walk_after_sleep_p50_us"] = _p50(lambda v: g.knn_query(v, k=10, num_threads=1), q, sleep=0.0005)
     ix = ExactIndex(x.shape[1], "fp32")
     ix.add(x[:exact_n])
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
     out["exact_kernel_p50_us"] = _p50(lambda v: ix.search_unit(v, 10, None, exact_n), qn)
+    out["exact_kernel_after_sleep_p50_us"] = _p50(lambda v: ix.search_unit(v, 10, None, exact_n), qn, sleep=0.0005)
     out["exact_kernel_threads"] = ix.threads
     return out
 
 
-def _p50(fn, queries, rounds: int = 3) -> float:
+def _p50(fn, queries, rounds: int = 3, sleep: float = 0.0) -> float:
     ts = []
     for _ in range(rounds):
         for v in queries:
+            if sleep:
+                time.sleep(sleep)
             t = time.perf_counter_ns()
             fn(v)
             ts.append(time.perf_counter_ns() - t)
@@ -236,7 +244,8 @@ def _exact(port: int, q, alone: dict, wire: str) -> dict:
     rs = _search_all(port, payloads) + _search_all(port, payloads)
     out = {"server_search_p50_us": float(np.median([r.timings.search_us for r in rs])),
            "server_total_p50_us": float(np.median([r.timings.total_us for r in rs])),
-           "kernel_in_process_p50_us": alone["exact_kernel_p50_us"]}
+           "kernel_in_process_p50_us": alone["exact_kernel_p50_us"],
+           "kernel_in_process_after_sleep_p50_us": alone["exact_kernel_after_sleep_p50_us"]}
     out["ratio"] = out["server_search_p50_us"] / out["kernel_in_process_p50_us"]
     print("exact:", out)
     return out

@@ -46,15 +46,15 @@ def crops(n: int, seed: int, invert: bool = False):
         yield jpeg(ImageOps.invert(im) if invert else im)
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(params=["sync", "aio"])
+def server(tmp_path, request):
     repo = tmp_path / "repo"
     onnx_models.tiny_image_encoder(str(repo))
     encs = encode.load(str(repo))
     store = KeyStore(str(tmp_path / "keys.json"))
     _, key = store.add("write")
     s = Server(Config(data=str(tmp_path / "c"), dim=encs["image"].dim, port=0, metrics_port=0, drift_window=40,
-                      keys=store.path), encoders=encs)
+                      keys=store.path, server=request.param), encoders=encs)
     yield s, key
     s.stop()
 

@@ -199,3 +199,19 @@ def test_config_layers(tmp_path):
     with pytest.raises(ValueError, match="bad configuration"):
         Config.load(None, env={"SKULENS_PORT": "many"})
     assert json.loads(json.dumps(cfg.__dict__))["dim"] == 64
+
+
+def test_the_aio_server_runs_only_cheap_searches_on_its_event_loop():
+    """A vector or product-id Search runs inline; anything to encode, an exact scan of a big
+    catalogue, or bytes that did not parse go to the thread pool (aio.cheap)."""
+    from skulens.aio import INLINE_EXACT_ROWS, cheap
+    from skulens.security.wire import Unparseable
+    from skulens.v1 import skulens_pb2 as pb
+    vec = pb.Query(vector=pb.Vector(values=[1.0]))
+    assert cheap(pb.SearchRequest(query=vec), 10**6)
+    assert cheap(pb.SearchRequest(query=pb.Query(product_id="p")), 10**6)
+    assert cheap(pb.SearchRequest(query=vec, mode=pb.MODE_EXACT), INLINE_EXACT_ROWS)
+    assert not cheap(pb.SearchRequest(query=vec, mode=pb.MODE_EXACT), INLINE_EXACT_ROWS + 1)
+    assert not cheap(pb.SearchRequest(query=pb.Query(image=b"x")), 10)
+    assert not cheap(pb.SearchRequest(query=pb.Query(text="x")), 10)
+    assert not cheap(Unparseable("bad"), 10)
