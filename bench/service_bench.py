@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--wire", choices=["bytes", "values"], default="bytes",
                     help="the query vector as Vector.le_float32 (the client's default) or as repeated float")
     ap.add_argument("--servers", default="sync,aio", help="skulens server kinds to run side by side")
+    ap.add_argument("--cpus", default="", help="pin every server to these CPUs (skulens: --cpus; the "
+                    "others: taskset), with one unpinned echo beside them for reference")
     ap.add_argument("--ef", type=int, default=0,
                     help="HNSW ef (default: the smallest of 64..256 giving recall@10 >= 0.99 in process)")
     ap.add_argument("--work", type=Path, help="keep the built catalogues here between runs")
@@ -153,15 +155,19 @@ def by_vector(args, work: Path) -> dict:
     me = [sys.executable, __file__, "--dim", str(args.dim), "--serve"]
     skulens = [str(Path(sys.executable).with_name("skulens")), "serve", "--dim", str(args.dim), "--port", "0"]
     kinds = [k for k in args.servers.split(",") if k]
-    systems = {"echo": (me + ["echo"], int), "echo-aio": (me + ["echo-aio"], int),
-               "hnswlib": (me + ["hnswlib", "--graph", str(graph), "--ef", str(ef)], int),
+    pinned = ["taskset", "-c", args.cpus] if args.cpus else []
+    if args.cpus:
+        skulens += ["--cpus", args.cpus]
+    systems = {"echo": (pinned + me + ["echo"], int), "echo-aio": (pinned + me + ["echo-aio"], int),
+               **({"echo-unpinned": (me + ["echo"], int)} if args.cpus else {}),
+               "hnswlib": (pinned + me + ["hnswlib", "--graph", str(graph), "--ef", str(ef)], int),
                **{f"skulens-{k}": (skulens + ["--data", _copy(graph.parents[2], k), "--server", k], floor.skulens_port)
                   for k in kinds}}
     children: dict = {}   # stopped below, whatever happens
     try:
         for name, (cmd, ready) in systems.items():
             children[name] = floor.start_child(cmd, ready)
-        result = {"in_process": alone, "wire": args.wire,
+        result = {"in_process": alone, "wire": args.wire, "cpus": args.cpus,
                   "answers": _answers(children, payloads, truth, [f"skulens-{k}" for k in kinds])}
         result["rounds"] = _rounds(args, children, payloads)
         children["exact"] = floor.start_child(skulens + ["--data", str(exact_folder), "--server", kinds[0]],

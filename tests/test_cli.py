@@ -63,3 +63,31 @@ def test_a_refused_request_is_one_line_not_a_traceback(served, capsys, tmp_path)
     assert err.startswith("skulens search: INVALID_ARGUMENT: ") and "Traceback" not in err and len(err.splitlines()) == 1
     assert cli.main(t + ["search", "--image", str(tmp_path / "missing.png")]) == 2
     assert "No such file" in capsys.readouterr().err
+
+
+def test_serve_cpus_pins_every_thread_and_a_bad_list_is_one_line(tmp_path):
+    """`skulens serve --cpus 0` (here with the aio server): every thread of the process may run on
+    CPU 0 only, and it serves; a CPU the process may not use is refused in one line (exit 2)."""
+    import os
+    import subprocess
+    import sys
+    from skulens.client import Client
+    exe = os.path.join(os.path.dirname(sys.executable), "skulens")
+    cmd = [exe, "serve", "--data", str(tmp_path / "d"), "--dim", "4", "--port", "0", "--server", "aio"]
+    bad = subprocess.run(cmd + ["--cpus", str(max(os.sched_getaffinity(0)) + 1)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "may use CPUs" in bad.stderr and "Traceback" not in bad.stderr
+    p = subprocess.Popen(cmd + ["--cpus", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("skulens serving on"), line
+        target = line.split(" on ")[1].split()[0]
+        with Client(target) as c:
+            c.upsert([dict(id="a", vector=[1.0, 0, 0, 0]), dict(id="b", vector=[0, 1.0, 0, 0])])
+            assert c.search(vector=[0.9, 0.1, 0, 0], top_k=1)[0].product_id == "a"
+        tasks = os.listdir(f"/proc/{p.pid}/task")
+        assert len(tasks) > 3
+        for tid in tasks:
+            assert os.sched_getaffinity(int(tid)) == {0}
+    finally:
+        p.terminate()
+        p.wait(30)

@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from . import affinity
 from .aio import AioServer
 from .catalog import Catalog
 from .errors import InvalidArgument
@@ -45,7 +46,8 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 50051                  # 0 picks a free port
     workers: int = 16                  # gRPC handler threads (the kernel and hnswlib release the GIL)
-    server: str = "sync"               # "sync": grpcio's thread-pool server; "aio": grpc.aio (service_aio.py)
+    server: str = "sync"               # "sync": grpcio's thread-pool server; "aio": grpc.aio (aio.py)
+    cpus: str = ""                     # pin the process to these CPUs ("1", "0-3"; affinity.py); "": as is
     max_message_mb: int = 8
     grace_s: float = 10.0              # graceful shutdown: in-flight calls get this long
     storage: str = "fp32"
@@ -110,6 +112,7 @@ class Server:
         self.config = config
         mb = config.max_message_mb * 1024 * 1024
         policy = config.image_policy()  # a bad image_formats setting is refused before anything starts
+        affinity.pin(config.cpus)       # before the server's threads start: they inherit it
         # Streams hold a thread each for their whole life: the pool has room for max_streams of them
         # beside the unary workers, and wire.handlers refuses streams past the cap.
         os.makedirs(config.data, mode=0o700, exist_ok=True)

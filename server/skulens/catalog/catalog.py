@@ -22,6 +22,7 @@ import shutil
 import time
 from typing import Iterable
 
+from ..affinity import usable
 from ..errors import InvalidArgument, SkulensError, Unavailable
 from ..limits import STORAGES
 from .checkpoint import Checkpointer
@@ -53,6 +54,8 @@ class Catalog:
         told how long each durable commit took (metrics)."""
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 0 < dim <= 65536:
             raise InvalidArgument(f"dim must be an integer in 1..65536, got {dim!r}")
+        if threads is None:  # the CPUs this process may use (a pinned server, a container's cpuset)
+            threads = usable()
         if storage not in STORAGES:
             raise InvalidArgument(f"storage must be one of {STORAGES}, got {storage!r}")
         self = cls.__new__(cls)

@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     s.add_argument("--keys", help="API key file (default: keys.json in --data); auth is on when it holds a key")
     s.add_argument("--server", choices=["sync", "aio"],
                    help="grpcio's thread-pool server (default) or grpc.aio (see docs/service.md)")
+    s.add_argument("--cpus", help="pin the server to these CPUs, e.g. 1 or 0-3 (see docs/service.md)")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)")
     s.add_argument("--tls-cert", dest="server_tls_cert", help="PEM certificate chain: serve TLS")
     s.add_argument("--tls-key", dest="server_tls_key", help="PEM private key of --tls-cert")
@@ -104,6 +105,7 @@ def main(argv=None) -> int:
     if args.cmd == "loadgen" and args.total is None and args.duration is None:
         args.total = 200
     import grpc
+    from ..errors import InvalidArgument
     from . import demo, query, serve
     cmd = {"serve": serve.cmd_serve, "search": query.cmd_search, "ingest": query.cmd_ingest,
            "stats": query.cmd_stats, "demo": demo.cmd_demo, "loadgen": query.cmd_loadgen,
@@ -113,6 +115,9 @@ def main(argv=None) -> int:
     except grpc.RpcError as e:  # the server's answer, as one line: its code and what was wrong
         print(f"skulens {args.cmd}: {e.code().name}: {e.details()}", file=sys.stderr)
         return 1
+    except InvalidArgument as e:  # a bad setting (flag, config file, SKULENS_* variable): one line
+        print(f"skulens {args.cmd}: {e}", file=sys.stderr)
+        return 2
     except OSError as e:  # a file named on the command line (--image, --meta, ...)
         print(f"skulens {args.cmd}: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
         return 2

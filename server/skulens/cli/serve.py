@@ -11,7 +11,7 @@ def cmd_serve(args) -> int:
     cfg = Config.load(args.config, data=args.data, port=args.port, host=args.host, model_repo=args.model_repo,
                       dim=args.dim, triton=args.triton, keys=args.keys, tls_cert=args.server_tls_cert,
                       tls_key=args.server_tls_key, tls_client_ca=args.tls_client_ca, metrics_port=args.metrics_port,
-                      server=args.server)
+                      server=args.server, cpus=args.cpus)
     from ..encode.triton import TritonServer, TritonUnavailable
     triton = None
     try:
