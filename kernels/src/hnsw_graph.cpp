@@ -8,7 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <limits>
-#include <queue>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -72,12 +73,64 @@ void rescore(const ExactIndex& exact, const float* q, size_t n, float* scores, i
   std::copy(l2.begin(), l2.end(), labels);
 }
 
+using P = std::pair<float, tableint>;
+
+// The walk's heaps and neighbour list come from a small pool (as hnswlib's visited lists do):
+// once as many walks as run at once have run, a walk allocates nothing. A walk that grew them
+// past kKeep entries (a huge ef, a filter that made the walk exhaustive) gives that memory back.
+struct Buffers {
+  static constexpr size_t kKeep = size_t{1} << 16;
+  std::vector<P> top, cand;
+  std::vector<tableint> todo;
+};
+
+class BufferPool {
+ public:
+  std::unique_ptr<Buffers> get() {
+    std::lock_guard<std::mutex> g(mu_);
+    if (free_.empty()) return std::make_unique<Buffers>();
+    auto b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  void put(std::unique_ptr<Buffers> b) {
+    b->top.clear();
+    b->cand.clear();
+    for (auto* v : {&b->top, &b->cand})
+      if (v->capacity() > Buffers::kKeep) std::vector<P>().swap(*v);
+    std::lock_guard<std::mutex> g(mu_);
+    free_.push_back(std::move(b));
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Buffers>> free_;
+};
+
+// std::priority_queue's max-heap by .first (the same push_heap/pop_heap, so the same order as
+// hnswlib's queues) over a borrowed vector.
+struct Heap {
+  std::vector<P>& v;
+  bool empty() const { return v.empty(); }
+  size_t size() const { return v.size(); }
+  const P& top() const { return v.front(); }
+  void emplace(float d, tableint id) {
+    v.emplace_back(d, id);
+    std::push_heap(v.begin(), v.end(), Graph::CompareByFirst());
+  }
+  void pop() {
+    std::pop_heap(v.begin(), v.end(), Graph::CompareByFirst());
+    v.pop_back();
+  }
+};
+
 }  // namespace
 
 struct HnswGraph::Impl {
   explicit Impl(size_t d) : dim(d), space(d) {}
   size_t dim;
   IpSpace space;
+  mutable BufferPool buffers;
   std::unique_ptr<Graph> g;
 };
 
@@ -175,8 +228,9 @@ size_t HnswGraph::search(const float* q, size_t k, size_t ef, const Allow* allow
 
   // Layer 0: best-first beam. `top` keeps the ef best wanted nodes (max-heap
   // by distance); `cand` the frontier (min-heap via negated distance).
-  using P = std::pair<float, tableint>;
-  std::priority_queue<P, std::vector<P>, Graph::CompareByFirst> top, cand;
+  std::unique_ptr<Buffers> held = impl_->buffers.get();
+  Buffers& buf = *held;
+  Heap top{buf.top}, cand{buf.cand};
   hnswlib::VisitedList* vl = g.visited_list_pool_->getFreeVisitedList();
   hnswlib::vl_type* visited = vl->mass;
   const hnswlib::vl_type tag = vl->curV;
@@ -193,7 +247,8 @@ size_t HnswGraph::search(const float* q, size_t k, size_t ef, const Allow* allow
     const char* p = g.getDataByInternalId(id);
     for (size_t l = 0; l < lines; ++l) __builtin_prefetch(p + 64 * l);
   };
-  std::vector<tableint> todo(g.maxM0_ + 1);
+  std::vector<tableint>& todo = buf.todo;
+  todo.resize(g.maxM0_ + 1);
   while (!cand.empty()) {
     const P c = cand.top();
     if (-c.first > bound && (top.size() == ef || !exhaustive)) break;
@@ -238,6 +293,7 @@ size_t HnswGraph::search(const float* q, size_t k, size_t ef, const Allow* allow
     scores[i] = -top.top().first;
     labels[i] = static_cast<int64_t>(g.getExternalLabel(top.top().second));
   }
+  impl_->buffers.put(std::move(held));
   if (rerank && n) rescore(*rerank, q, n, scores, labels);
   return n;
 }
