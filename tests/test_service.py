@@ -199,6 +199,11 @@ def test_config_layers(tmp_path):
     with pytest.raises(ValueError, match="bad configuration"):
         Config.load(None, env={"SKULENS_PORT": "many"})
     assert json.loads(json.dumps(cfg.__dict__))["dim"] == 64
+    for bad, words in ((dict(server="tornado"), "sync' or 'aio"), (dict(cpus="99999"), "may use CPUs"),
+                       (dict(cpus="one"), "CPU numbers")):
+        with pytest.raises(ValueError, match=words):
+            Server(Config(data=str(tmp_path / "never"), dim=4, port=0, **bad))
+        assert not (tmp_path / "never").exists()  # refused before anything is made
 
 
 def test_the_aio_server_runs_only_cheap_searches_on_its_event_loop():

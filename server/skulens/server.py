@@ -112,6 +112,8 @@ class Server:
         self.config = config
         mb = config.max_message_mb * 1024 * 1024
         policy = config.image_policy()  # a bad image_formats setting is refused before anything starts
+        if config.server not in ("sync", "aio"):
+            raise InvalidArgument(f"server must be 'sync' or 'aio', got {config.server!r}")
         affinity.pin(config.cpus)       # before the server's threads start: they inherit it
         # Streams hold a thread each for their whole life: the pool has room for max_streams of them
         # beside the unary workers, and wire.handlers refuses streams past the cap.
@@ -129,10 +131,8 @@ class Server:
                    ("grpc.so_reuseport", 0)]
         if config.server == "aio":
             self.grpc = AioServer(pool, interceptors, options, rows=lambda: len(self.catalog or ()))
-        elif config.server == "sync":
-            self.grpc = grpc.server(pool, interceptors=interceptors, options=options)
         else:
-            raise InvalidArgument(f"server must be 'sync' or 'aio', got {config.server!r}")
+            self.grpc = grpc.server(pool, interceptors=interceptors, options=options)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
