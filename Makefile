@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install deps demo models test test-py test-cpp bench clean proto train ship triton
+.PHONY: install deps demo models test test-py test-cpp test-cpp-aarch64 bench clean proto train ship triton
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,7 +71,7 @@ ship:
 		$(RUNS)/main/model.pt training/shipped/main/
 	cp $(RUNS)/text-minilm/meta.json $(RUNS)/text-minilm/eval.json $(RUNS)/text-minilm/model.pt training/shipped/text-minilm/
 
-test: install test-cpp test-py
+test: install test-cpp test-cpp-aarch64 test-py
 
 test-py:
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -81,6 +81,20 @@ test-cpp:
 	cmake -S . -B build/ctest -DSKULENS_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build build/ctest -j2
 	ctest --test-dir build/ctest --output-on-failure
+
+# The same C++ tests cross-compiled for aarch64 (the NEON tables) and run under qemu-user, once as
+# a CPU with the dot-product extension (qemu's `max`), once as a Cortex-A53 without it, and once
+# capped by SKULENS_SIMD.
+CROSS_DEBS := g++-aarch64-linux-gnu qemu-user
+test-cpp-aarch64:
+	@missing=$$(for p in $(CROSS_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
+	cmake -S . -B build/aarch64 -DCMAKE_TOOLCHAIN_FILE=kernels/aarch64-toolchain.cmake -DSKULENS_BUILD_TESTS=ON \
+		-DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build/aarch64 -j2
+	qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max build/aarch64/kernel_tests
+	qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a53 build/aarch64/kernel_tests
+	SKULENS_SIMD=neon qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max build/aarch64/kernel_tests
 
 # Regenerate the gRPC code from the proto (committed; tests/test_proto.py checks it is current).
 proto:

@@ -56,7 +56,7 @@ PYBIND11_MODULE(_kernel, m) {
         "The SIMD path chosen for this CPU.");
   m.def("simd_paths", [] {
     std::vector<std::string> out;
-    for (const char* n : {"scalar", "avx2", "avx512", "amx"})
+    for (const char* n : skulens::kTableNames)
       if (skulens::kernels_by_name(n)) out.emplace_back(n);
     return out;
   }, "SIMD paths this CPU can run.");

@@ -9,6 +9,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
 
 #include "skulens/simd.h"
 
@@ -49,6 +55,18 @@ bool has_avx2() {
 }
 #endif
 
+#if defined(__aarch64__)
+// The dot-product extension (sdot/udot, ARMv8.2 optional, in every Neoverse and Graviton 2+),
+// as the kernel reports it to user space.
+bool has_dotprod() {
+#if defined(__linux__)
+  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+  return false;
+#endif
+}
+#endif
+
 const Kernels& detect() {
   const char* cap = std::getenv("SKULENS_SIMD");
   if (cap && *cap) {
@@ -61,6 +79,9 @@ const Kernels& detect() {
 #endif
   if (has_avx512()) return kAvx512Kernels;
   if (has_avx2()) return kAvx2Kernels;
+#endif
+#if defined(__aarch64__)
+  return has_dotprod() ? kNeonDotKernels : kNeonKernels;
 #endif
   return kScalarKernels;
 }
@@ -75,6 +96,10 @@ const Kernels* kernels_by_name(const char* name) {
 #if SKULENS_AMX
   if (std::strcmp(name, "amx") == 0 && has_amx()) return &kAmxKernels;
 #endif
+#endif
+#if defined(__aarch64__)
+  if (std::strcmp(name, "neon") == 0) return &kNeonKernels;
+  if (std::strcmp(name, "neon_dot") == 0 && has_dotprod()) return &kNeonDotKernels;
 #endif
   return nullptr;
 }

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "skulens/exact_index.h"
@@ -153,13 +154,26 @@ static void test_index_end_to_end() {
 }
 
 int main() {
-  for (const char* name : {"scalar", "avx2", "avx512", "amx"}) {
+  for (const char* name : kTableNames) {
     if (const Kernels* k = kernels_by_name(name)) {
       test_kernels(*k);
       std::printf("kernels %s checked\n", name);
     } else {
       std::printf("kernels %s: not supported by this CPU, not run\n", name);
     }
+  }
+  // Unless capped, the default is the best table this CPU runs (run-time detection); a cap this
+  // CPU can run is obeyed.
+  const char* cap = std::getenv("SKULENS_SIMD");
+  if (cap && kernels_by_name(cap)) {
+    CHECK(std::string(best_kernels().name) == cap, "SKULENS_SIMD=%s but the default is %s", cap, best_kernels().name);
+    std::printf("default table: %s (SKULENS_SIMD)\n", best_kernels().name);
+  } else if (!cap) {
+    const char* best = nullptr;
+    for (const char* name : kTableNames)
+      if (kernels_by_name(name)) best = name;
+    CHECK(std::string(best_kernels().name) == best, "default table %s, best runnable %s", best_kernels().name, best);
+    std::printf("default table: %s\n", best_kernels().name);
   }
   test_topk();
   test_pool();

@@ -45,8 +45,17 @@ extern const Kernels kAvx2Kernels;
 extern const Kernels kAvx512Kernels;
 extern const Kernels kAmxKernels;  // avx512 with int8 batches on AMX tiles (SKULENS_AMX builds)
 #endif
+#if defined(__aarch64__)
+extern const Kernels kNeonKernels;     // every aarch64 CPU (Advanced SIMD is part of ARMv8-A)
+extern const Kernels kNeonDotKernels;  // int8 by sdot, where the CPU has the dot-product extension
+#endif
 
-// Best table for this CPU; SKULENS_SIMD=scalar|avx2|avx512|amx caps the choice
+// Every table's name, worst to best per architecture (kernels_by_name answers for those this
+// CPU runs).
+constexpr const char* kTableNames[] = {"scalar", "avx2", "avx512", "amx", "neon", "neon_dot"};
+
+// Best table for this CPU; SKULENS_SIMD=scalar|avx2|avx512|amx (x86-64) or
+// scalar|neon|neon_dot (aarch64) caps the choice
 // (tests use it to exercise every path on one machine).
 const Kernels& best_kernels();
 // Table by name, or nullptr if this CPU cannot run it.
