@@ -13,6 +13,7 @@ namespace skulens {
 namespace {
 
 constexpr size_t kL1Slice = 16 * 1024;  // bytes of rows kept in L1 across a batch
+constexpr size_t kPrefetchAhead = 16 * 1024;  // a single query's rows, fetched this far ahead
 
 // lane l = horizontal sum of v[l]; the same tree for every lane.
 inline __m256 reduce8(const __m256* v) {
@@ -75,6 +76,15 @@ inline void tile(const typename S::Q* const* qp, const typename S::T* const* rp,
                  typename S::Acc* acc) {
   static_assert(NQ * NR == 8, "tile must hold 8 accumulators");
   for (int i = 0; i < 8; ++i) acc[i] = S::zero();
+  if constexpr (NQ == 1) {
+    // One query is memory-bound: the 8 rows' chains advance together on one loaded query chunk.
+    for (size_t j = 0; j < dpad; j += S::kStep) {
+      const auto qv = S::qry(qp[0] + j);
+#pragma GCC unroll 8
+      for (int r = 0; r < NR; ++r) acc[r] = S::mac(acc[r], S::row(rp[r] + j), qv);
+    }
+    return;
+  }
   for (size_t j = 0; j < dpad; j += S::kStep) {
 #pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) {
@@ -98,6 +108,10 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
       const size_t ii = std::min(i + r, nrows - 1);
       rp[r] = rows + (ids ? ids[ii] : ii) * dpad;
     }
+    if (NQ == 1 && !ids) {  // see score_stream
+      const char* pf = reinterpret_cast<const char*>(rows + i * dpad) + kPrefetchAhead;
+      for (size_t b = 0; b < NR * dpad * sizeof(typename S::T); b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+    }
     tile<S, NQ, NR>(qp, rp, dpad, acc);
     if constexpr (S::kFloat) {
       _mm256_store_ps(res, reduce8(acc));
@@ -113,9 +127,53 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
   }
 }
 
+// One query over contiguous rows with the row length known at compile time (as in the AVX-512
+// file): every load is a base register plus an immediate, the loops unroll fully, and the rows
+// are prefetched kPrefetchAhead bytes ahead, more lines in flight than the hardware prefetcher
+// keeps. Same FMA chains and reduce8 as tile<S, 1, 8>: bit-identical scores.
+template <class S, size_t DPAD>
+void score_stream(const typename S::Q* q, const typename S::T* rows, size_t nrows, float* out) {
+  constexpr size_t kTileBytes = 8 * DPAD * sizeof(typename S::T);
+  typename S::Acc acc[8];
+  size_t i = 0;
+  for (; i + 8 <= nrows; i += 8) {
+    const typename S::T* p = rows + i * DPAD;
+    const char* pf = reinterpret_cast<const char*>(p) + kPrefetchAhead;
+#pragma GCC unroll 64
+    for (size_t b = 0; b < kTileBytes; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+    for (int r = 0; r < 8; ++r) acc[r] = S::zero();
+#pragma GCC unroll 4
+    for (size_t j = 0; j < DPAD; j += S::kStep) {
+      const auto qv = S::qry(q + j);
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) acc[r] = S::mac(acc[r], S::row(p + r * DPAD + j), qv);
+    }
+    if constexpr (S::kFloat) {
+      _mm256_storeu_ps(out + i, reduce8(acc));
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), reduce8(acc));
+    }
+  }
+  if (i < nrows) score_group<S, 1, 8>(q, 0, rows + i * DPAD, nullptr, nrows - i, DPAD, out + i, 0);
+}
+
+template <class S>
+bool try_stream(const typename S::Q* q, const typename S::T* rows, size_t nrows, size_t dpad, float* out) {
+  switch (dpad) {
+    case 64: score_stream<S, 64>(q, rows, nrows, out); return true;
+    case 128: score_stream<S, 128>(q, rows, nrows, out); return true;
+    case 192: score_stream<S, 192>(q, rows, nrows, out); return true;
+    case 256: score_stream<S, 256>(q, rows, nrows, out); return true;
+    case 384: score_stream<S, 384>(q, rows, nrows, out); return true;
+    case 512: score_stream<S, 512>(q, rows, nrows, out); return true;
+    default: return false;
+  }
+}
+
 template <class S>
 void score_all(const typename S::Q* q, size_t nq, const typename S::T* rows, const uint32_t* ids,
                size_t nrows, size_t dpad, float* out, size_t ldo) {
+  if (nq == 1 && !ids && try_stream<S>(q, rows, nrows, dpad, out)) return;
   // Rows in L1-sized slices; every query group sweeps a slice while it is hot,
   // so each row chunk is fetched from memory once for the whole batch.
   const size_t slice = std::max<size_t>(16, kL1Slice / (dpad * sizeof(typename S::T)) / 16 * 16);
