@@ -128,25 +128,32 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
 }
 
 // One query over contiguous rows with the row length known at compile time (as in the AVX-512
-// file): every load is a base register plus an immediate, the loops unroll fully, and the rows
-// are prefetched kPrefetchAhead bytes ahead, more lines in flight than the hardware prefetcher
-// keeps. Same FMA chains and reduce8 as tile<S, 1, 8>: bit-identical scores.
+// file): every load is a base register plus an immediate, and the rows are prefetched
+// kPrefetchAhead bytes ahead, more lines in flight than the hardware prefetcher keeps. Same FMA
+// chains and reduce8 as tile<S, 1, 8>: bit-identical scores. Measured on an AMD EPYC capped to
+// this file (bench/RESULTS.md): prefetching a tile's lines in one burst and unrolling the row
+// fully both cost fp16 and int8 (more work per byte than fp32) up to half their speed.
 template <class S, size_t DPAD>
 void score_stream(const typename S::Q* q, const typename S::T* rows, size_t nrows, float* out) {
-  constexpr size_t kTileBytes = 8 * DPAD * sizeof(typename S::T);
   typename S::Acc acc[8];
   size_t i = 0;
   for (; i + 8 <= nrows; i += 8) {
     const typename S::T* p = rows + i * DPAD;
     const char* pf = reinterpret_cast<const char*>(p) + kPrefetchAhead;
-#pragma GCC unroll 64
-    for (size_t b = 0; b < kTileBytes; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
     for (int r = 0; r < 8; ++r) acc[r] = S::zero();
+    // The prefetches ride along with the loads, one line per row per 64 bytes consumed, so
+    // they never arrive as a burst that fills the load queue.
+    constexpr size_t kPerLine = 64 / (S::kStep * sizeof(typename S::T));  // chunks per line
 #pragma GCC unroll 4
-    for (size_t j = 0; j < DPAD; j += S::kStep) {
-      const auto qv = S::qry(q + j);
+    for (size_t j = 0; j < DPAD; j += S::kStep * kPerLine) {
 #pragma GCC unroll 8
-      for (int r = 0; r < 8; ++r) acc[r] = S::mac(acc[r], S::row(p + r * DPAD + j), qv);
+      for (int r = 0; r < 8; ++r) _mm_prefetch(pf + (r * DPAD + j) * sizeof(typename S::T), _MM_HINT_T0);
+#pragma GCC unroll 4
+      for (size_t c = 0; c < kPerLine; ++c) {
+        const auto qv = S::qry(q + j + c * S::kStep);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; ++r) acc[r] = S::mac(acc[r], S::row(p + r * DPAD + j + c * S::kStep), qv);
+      }
     }
     if constexpr (S::kFloat) {
       _mm256_storeu_ps(out + i, reduce8(acc));
