@@ -181,20 +181,38 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
 // Same FMA chains and reduce16 as tile<S, 1, 16>: bit-identical scores.
 template <class S, size_t DPAD>
 void score_stream(const typename S::Q* q, const typename S::T* rows, size_t nrows, float* out) {
-  constexpr size_t kTileBytes = 16 * DPAD * sizeof(typename S::T);
   typename S::Acc acc[16];
   size_t i = 0;
   for (; i + 16 <= nrows; i += 16) {
     const typename S::T* p = rows + i * DPAD;
     const char* pf = reinterpret_cast<const char*>(p) + kPrefetchAhead;
-#pragma GCC unroll 64
-    for (size_t b = 0; b < kTileBytes; b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
     for (int r = 0; r < 16; ++r) acc[r] = S::zero();
+    constexpr size_t kPerLine = 64 / (S::kStep * sizeof(typename S::T));  // steps per 64-byte line
+    if constexpr (kPerLine == 1) {
+      // int8 (VNNI) eats a line per step: the tile's lines in one burst ahead measured best.
 #pragma GCC unroll 64
-    for (size_t j = 0; j < DPAD; j += S::kStep) {
-      const auto qv = S::qry(q + j);
+      for (size_t b = 0; b < 16 * DPAD * sizeof(typename S::T); b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
+#pragma GCC unroll 64
+      for (size_t j = 0; j < DPAD; j += S::kStep) {
+        const auto qv = S::qry(q + j);
 #pragma GCC unroll 16
-      for (int r = 0; r < 16; ++r) acc[r] = S::mac(acc[r], S::row(p + r * DPAD + j), qv);
+        for (int r = 0; r < 16; ++r) acc[r] = S::mac(acc[r], S::row(p + r * DPAD + j), qv);
+      }
+    } else {
+      // fp32 and fp16 spend longer per line: their prefetches ride along with the loads, one
+      // line per row per line consumed, never a burst that fills the load queue (fp16 1.7x at
+      // d=512, bench/RESULTS.md).
+#pragma GCC unroll 4
+      for (size_t j = 0; j < DPAD; j += S::kStep * kPerLine) {
+#pragma GCC unroll 16
+        for (int r = 0; r < 16; ++r) _mm_prefetch(pf + (r * DPAD + j) * sizeof(typename S::T), _MM_HINT_T0);
+#pragma GCC unroll 2
+        for (size_t c = 0; c < kPerLine; ++c) {
+          const auto qv = S::qry(q + j + c * S::kStep);
+#pragma GCC unroll 16
+          for (int r = 0; r < 16; ++r) acc[r] = S::mac(acc[r], S::row(p + r * DPAD + j + c * S::kStep), qv);
+        }
+      }
     }
     if constexpr (S::kFloat) {
       _mm512_storeu_ps(out + i, reduce16(acc));
