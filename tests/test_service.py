@@ -220,3 +220,34 @@ def test_the_aio_server_runs_only_cheap_searches_on_its_event_loop():
     assert not cheap(pb.SearchRequest(query=pb.Query(image=b"x")), 10)
     assert not cheap(pb.SearchRequest(query=pb.Query(text="x")), 10)
     assert not cheap(Unparseable("bad"), 10)
+    assert not cheap(pb.SearchRequest(query=vec), 10, writing=True)  # would wait for the write lock
+
+
+def test_aio_loop_stays_free_while_a_write_holds_the_indexes(tmp_path):
+    """On the aio server a Search that would wait for the write lock goes to the pool: the event
+    loop keeps answering (health here) meanwhile, and the Search completes once the write is done."""
+    import threading
+    import time
+    s = Server(Config(data=str(tmp_path / "data"), dim=D, port=0, server="aio"))
+    try:
+        with Client(s.target) as c:
+            x = fill(c, 50)
+            rw = s.catalog._mem.rw
+            rw.acquire_write()  # as the indexer does while it adds a graph batch
+            try:
+                got = {}
+                t = threading.Thread(target=lambda: got.update(hit=c.search(vector=x[4], top_k=1)[0].product_id))
+                t.start()
+                time.sleep(0.2)
+                assert t.is_alive()  # the search waits for the write...
+                with grpc.insecure_channel(s.target) as ch:
+                    t0 = time.perf_counter()
+                    h = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    assert h.status == health_pb2.HealthCheckResponse.SERVING
+                    assert time.perf_counter() - t0 < 1.0  # ...and the loop does not
+            finally:
+                rw.release_write()
+            t.join(10)
+            assert got["hit"] == "p4"
+    finally:
+        s.stop()

@@ -5,7 +5,8 @@ grpc.aio a call that is cheap and GIL-free at its core (a Search by vector or pr
 walk releases the GIL and takes well under a millisecond) runs inline on the event loop, with no
 hand-off. Everything else, the encoders, writes, streams, health and reflection, runs the same sync
 handlers as the sync server on a thread pool (grpc.aio's migration pool), and so does a Search
-that could hold the loop for long (an image or a text to encode, an exact scan of a big catalogue).
+that could hold the loop for long (an image or a text to encode, an exact scan of a big catalogue,
+or any search while a write holds the indexes).
 
 The handlers are the sync server's (wire.handlers, auth, limits, metrics): `_Inline` gives them the
 sync ServicerContext they expect on top of grpc.aio's, so one code path serves both servers.
@@ -99,10 +100,12 @@ def _on_pool(handler):
                             stream_stream=wrap(handler.stream_stream, True))
 
 
-def cheap(request, rows: int) -> bool:
+def cheap(request, rows: int, writing: bool = False) -> bool:
     """Whether a Search can run on the event loop: a vector or product id query (nothing to
-    encode) that does not scan a big catalogue row by row."""
-    if not isinstance(request, pb.SearchRequest):
+    encode) that does not scan a big catalogue row by row, at a moment when no write holds the
+    indexes (the indexer adds graph batches under the write lock: waiting for it inline would
+    stall every call on the loop, health checks included)."""
+    if not isinstance(request, pb.SearchRequest) or writing:
         return False  # an unparseable request: the sync handler refuses it, on the pool
     if request.query.WhichOneof("kind") not in ("vector", "product_id"):
         return False
@@ -113,8 +116,8 @@ class _Router(grpc.aio.ServerInterceptor):
     """Runs the sync interceptors, then turns the Search handler into a coroutine that calls the
     sync one inline (cheap requests) or on the pool."""
 
-    def __init__(self, interceptors, pool, rows):
-        self.interceptors, self.pool, self.rows = list(interceptors), pool, rows
+    def __init__(self, interceptors, pool, catalog):
+        self.interceptors, self.pool, self.catalog = list(interceptors), pool, catalog
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -124,12 +127,13 @@ class _Router(grpc.aio.ServerInterceptor):
             return None
         if details.method != SEARCH or handler.unary_unary is None:
             return _on_pool(handler)
-        fn, pool, rows = handler.unary_unary, self.pool, self.rows
+        fn, pool, catalog = handler.unary_unary, self.pool, self.catalog
 
         async def search(request, context):
             ctx = _Inline(context)
+            cat = catalog()
             try:
-                if cheap(request, rows()):
+                if cat is not None and cheap(request, len(cat), cat.writing()):
                     return fn(request, ctx)
                 return await asyncio.get_running_loop().run_in_executor(pool, fn, request, ctx)
             except _Abort:
@@ -141,7 +145,7 @@ class AioServer:
     """grpc.aio on an event loop thread of its own, with the methods of grpc.Server that
     server.Server calls (add handlers and ports, start, stop)."""
 
-    def __init__(self, pool: futures.ThreadPoolExecutor, interceptors=(), options=(), rows=lambda: 0):
+    def __init__(self, pool: futures.ThreadPoolExecutor, interceptors=(), options=(), catalog=lambda: None):
         self.pool = pool
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="skulens-aio", daemon=True)
@@ -149,7 +153,7 @@ class AioServer:
 
         async def make():
             return grpc.aio.server(migration_thread_pool=pool, options=list(options),
-                                   interceptors=[_Router(interceptors, pool, rows)])
+                                   interceptors=[_Router(interceptors, pool, catalog)])
         self.server = self._run(make())
 
     def _run(self, coro, timeout=None):

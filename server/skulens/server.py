@@ -130,7 +130,7 @@ class Server:
         options = [("grpc.max_receive_message_length", mb), ("grpc.max_send_message_length", mb),
                    ("grpc.so_reuseport", 0)]
         if config.server == "aio":
-            self.grpc = AioServer(pool, interceptors, options, rows=lambda: len(self.catalog or ()))
+            self.grpc = AioServer(pool, interceptors, options, catalog=lambda: self.catalog)
         else:
             self.grpc = grpc.server(pool, interceptors=interceptors, options=options)
         self.health = health.HealthServicer()

@@ -190,6 +190,11 @@ class Catalog:
         return cls.open(path, dim, **options)
 
     # --- reads -------------------------------------------------------------------
+    def writing(self) -> bool:
+        """Whether a write holds the indexes now or waits for them, so a search would wait too
+        (the aio server then runs it off its event loop)."""
+        return self._mem.rw.writing()
+
     def __len__(self) -> int:
         return len(self._mem.slots)
 

@@ -41,6 +41,10 @@ class RWLock:
             self._waiting -= 1
             self._writer = True
 
+    def writing(self) -> bool:
+        """A writer holds the lock or waits for it (read without the lock: a hint, not a promise)."""
+        return self._writer or self._waiting > 0
+
     def release_write(self) -> None:
         with self._lock:
             self._writer = False
