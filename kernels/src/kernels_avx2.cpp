@@ -7,6 +7,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "skulens/dpad.h"
 #include "skulens/simd.h"
 
 namespace skulens {
@@ -166,15 +167,7 @@ void score_stream(const typename S::Q* q, const typename S::T* rows, size_t nrow
 
 template <class S>
 bool try_stream(const typename S::Q* q, const typename S::T* rows, size_t nrows, size_t dpad, float* out) {
-  switch (dpad) {
-    case 64: score_stream<S, 64>(q, rows, nrows, out); return true;
-    case 128: score_stream<S, 128>(q, rows, nrows, out); return true;
-    case 192: score_stream<S, 192>(q, rows, nrows, out); return true;
-    case 256: score_stream<S, 256>(q, rows, nrows, out); return true;
-    case 384: score_stream<S, 384>(q, rows, nrows, out); return true;
-    case 512: score_stream<S, 512>(q, rows, nrows, out); return true;
-    default: return false;
-  }
+  return with_dpad(dpad, [&](auto d) { score_stream<S, decltype(d)::value>(q, rows, nrows, out); });
 }
 
 template <class S>
