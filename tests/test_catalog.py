@@ -286,7 +286,7 @@ def test_concurrent_writers_share_commits(cat):
 def test_a_failed_commit_acknowledges_nothing(cat, monkeypatch):
     cat.upsert([dict(id="a", vector=np.ones(D))])
 
-    def boom(ops):
+    def boom(ops, seq):
         raise OSError("disk full (injected)")
     monkeypatch.setattr(cat._store, "write", boom)
     with pytest.raises(OSError, match="disk full"):

@@ -191,9 +191,9 @@ def test_restart_keeps_the_data(tmp_path):
 
 def test_config_layers(tmp_path):
     toml = tmp_path / "s.toml"
-    toml.write_text('[server]\nport = 7000\ndim = 64\nworkers = 4\n')
+    toml.write_text('[server]\nport = 7000\ndim = 64\nthreads = 4\n')
     cfg = Config.load(str(toml), env={"SKULENS_PORT": "7001", "SKULENS_EF": "80"}, port=7002, data=None)
-    assert (cfg.port, cfg.dim, cfg.workers, cfg.ef) == (7002, 64, 4, 80)
+    assert (cfg.port, cfg.dim, cfg.threads, cfg.ef) == (7002, 64, 4, 80)
     with pytest.raises(ValueError, match="unknown"):
         Config.load(None, env={}, colour="red")
     with pytest.raises(ValueError, match="bad configuration"):

@@ -109,6 +109,8 @@ def cheap(request, rows: int, writing: bool = False) -> bool:
         return False  # an unparseable request: the sync handler refuses it, on the pool
     if request.query.WhichOneof("kind") not in ("vector", "product_id"):
         return False
+    if request.min_seq:
+        return False  # it may wait for the follower
     return request.mode != pb.MODE_EXACT or rows <= INLINE_EXACT_ROWS
 
 

@@ -17,6 +17,7 @@ MAX_THUMBNAIL = 1 << 20       # a stored reference thumbnail, bytes
 MAX_TOP_K = 1000              # hits one search returns
 MAX_EF = 10_000               # the HNSW walk's candidate list
 MODES = ("auto", "exact", "ann")
+MAX_SEQ_WAIT_S = 10.0         # a Search's min_seq wait, whatever its deadline
 STORAGES = ("fp32", "fp16", "int8")
 
 # Filters

@@ -45,7 +45,13 @@ class Config:
     dim: int = 256
     host: str = "127.0.0.1"
     port: int = 50051                  # 0 picks a free port
-    workers: int = 16                  # gRPC handler threads (the kernel and hnswlib release the GIL)
+    threads: int = 16                  # gRPC handler threads (the kernel and hnswlib release the GIL)
+    workers: int = 1                   # server processes on the port, replicas of one store (cli/workers.py)
+    store: str = ""                    # the store of record when shared: a postgresql:// URL or a SQLite
+                                       # file; "": catalog.db in the data folder, this process's alone
+    shard: str = ""                    # "i/n": hold only partition i of n of the products (needs store)
+    max_lag_s: float = 30.0            # health is NOT_SERVING while this replica trails the store longer
+    reuse_port: int = 0                # SO_REUSEPORT on the listening port (set for --workers)
     server: str = "sync"               # "sync": grpcio's thread-pool server; "aio": grpc.aio (aio.py)
     cpus: str = ""                     # pin the process to these CPUs ("1", "0-3"; affinity.py); "": as is
     max_message_mb: int = 8
@@ -123,12 +129,12 @@ class Server:
         self.catalog, self.encoders = None, {}
         self.metrics, self.drift = Metrics(self), Drift(config.drift_window)
         credentials = tls.server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
-        pool = futures.ThreadPoolExecutor(max_workers=config.workers + config.max_streams,
+        pool = futures.ThreadPoolExecutor(max_workers=config.threads + config.max_streams,
                                           thread_name_prefix="skulens-rpc")
         interceptors = [AuthInterceptor(self.keys, lambda method, why: self.metrics.auth_failures.labels(why).inc(),
                                         config.auth_open)]
         options = [("grpc.max_receive_message_length", mb), ("grpc.max_send_message_length", mb),
-                   ("grpc.so_reuseport", 0)]
+                   ("grpc.so_reuseport", 1 if config.reuse_port else 0)]
         if config.server == "aio":
             self.grpc = AioServer(pool, interceptors, options, catalog=lambda: self.catalog)
         else:
@@ -158,7 +164,8 @@ class Server:
             text = self.encoders.get("text")
             self.catalog = Catalog.open(config.data, config.dim, storage=config.storage, M=config.M,
                                         ef_construction=config.ef_construction, ef=config.ef,
-                                        on_commit=self.metrics.commit.observe,
+                                        on_commit=self.metrics.commit.observe, store=config.store or None,
+                                        shard=config.shard or None,
                                         text_dim=text.dim if text is not None and text.dim != config.dim else None)
             for e in self.encoders.values():
                 e.warm_up()
@@ -173,7 +180,23 @@ class Server:
         self.metrics_port = self.metrics.serve(config.host, config.metrics_port) if config.metrics_port >= 0 else None
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._stopped = threading.Event()
+        if self.catalog.shared:
+            threading.Thread(target=self._watch_lag, name="skulens-lag", daemon=True).start()
         log.info("serving %s on %s:%d (%d products)", SERVICE, config.host, self.port, len(self.catalog))
+
+    def _watch_lag(self) -> None:
+        """Health follows replication: NOT_SERVING while this replica trails the store (or has
+        lost it) for longer than max_lag_s, so balancers send its traffic elsewhere."""
+        serving = True
+        while not self._stopped.wait(0.2):
+            lag = self.catalog.lag()
+            ok = lag["s"] <= self.config.max_lag_s
+            if ok != serving:
+                serving = ok
+                log.warning("replica %s: %.1f s behind the store (%s); health %s", self.target, lag["s"],
+                            lag["error"] or f"{lag['seq']} changes", "SERVING" if ok else "NOT_SERVING")
+                self._set_health(health_pb2.HealthCheckResponse.SERVING if ok
+                                 else health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def _set_health(self, status) -> None:
         self.health.set("", status)

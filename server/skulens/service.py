@@ -17,7 +17,7 @@ import numpy as np
 from .catalog import Catalog, Product
 from .errors import DeadlineExceeded, InvalidArgument, NotFound, SkulensError, Unavailable, Unimplemented
 from .fusion import Fusion
-from .limits import MAX_ID_BYTES, MAX_TOP_K
+from .limits import MAX_ID_BYTES, MAX_SEQ_WAIT_S, MAX_TOP_K
 from .security.auth import caller
 from .security.images import scrub
 from .v1 import skulens_pb2 as pb
@@ -79,6 +79,19 @@ def _deadline(context) -> None:
     left = context.time_remaining()
     if left is not None and left <= 0:
         raise DeadlineExceeded("the deadline passed before the search ran")
+
+
+def _wait_seq(catalog: Catalog, seq: int, context) -> None:
+    """min_seq: wait until this replica holds change seq, no longer than the deadline allows."""
+    if seq < 0:
+        raise InvalidArgument(f"min_seq must be >= 0, got {seq}")
+    if catalog.seq >= seq:
+        return
+    left = context.time_remaining()
+    limit = MAX_SEQ_WAIT_S if left is None else min(left, MAX_SEQ_WAIT_S)
+    if not catalog.wait_seq(seq, limit):
+        why = f"this replica holds changes up to {catalog.seq}; change {seq} did not arrive within {limit:.2f} s"
+        raise (DeadlineExceeded if limit < MAX_SEQ_WAIT_S else Unavailable)(why)
 
 
 class ProductSearch(pb_grpc.ProductSearchServicer):
@@ -144,6 +157,9 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         if request.ef < 0:
             raise InvalidArgument(f"ef must be >= 0, got {request.ef}")
         filters = _filters(request.filter)
+        if request.min_seq:
+            _wait_seq(self.catalog, request.min_seq, context)
+        out.seq = self.catalog.seq
         vector, exclude, field = self._query_vector(request.query, timings)
         _deadline(context)
         t1 = time.perf_counter_ns()
@@ -255,7 +271,8 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
     def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
         if not request.ids:
             raise InvalidArgument("no ids to delete")
-        return pb.DeleteResponse(deleted=self.catalog.delete(list(request.ids)))
+        n = self.catalog.delete(list(request.ids))
+        return pb.DeleteResponse(deleted=n, seq=self.catalog.seq)  # >= the delete's own seq
 
     # --- reads ---------------------------------------------------------------------
     @_rpc

@@ -1,8 +1,13 @@
-"""The product catalogue: SQLite truth, exact kernel + HNSW in memory, filters.
+"""The product catalogue: a store of record (SQLite or PostgreSQL), exact kernel + HNSW in
+memory, filters.
 
 A facade over its parts, each in its own module:
 
-- writes (`writer.py`): check -> one SQLite transaction (the ack point) ->
+- the store (`store.py`: `store_sqlite.py`, `store_pg.py`) holds the truth; by default a
+  SQLite file in the catalogue folder, this process's alone. Given `store=`, it is shared:
+  several processes (replicas) serve it, each with its own memory and snapshots in its own
+  folder, and `follower.py` applies what the others commit;
+- writes (`writer.py`): check -> one store transaction (the ack point) ->
   apply to memory under the write side of a reader-writer lock; a write
   returns only after both, so the next search sees it;
 - the graph (`indexer.py`) catches up in the background; until it has, the
@@ -10,7 +15,7 @@ A facade over its parts, each in its own module:
 - searches (`search.py`): filter -> bitset of slots -> exact scan or graph walk;
 - memory (`state.py`, `slots.py`) is rebuilt at start-up from the newest
   snapshot plus replay (`checkpoint.py` writes the snapshots, `snapshot.py`
-  owns their files, `store.py` the database).
+  owns their files).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from ..affinity import usable
 from ..errors import InvalidArgument, SkulensError, Unavailable
 from ..limits import STORAGES
 from .checkpoint import Checkpointer
+from .follower import Follower
 from .indexer import Indexer
 from .product import Hit, Product, check_id, coerce
 from .search import EXACT_BELOW, EXACT_FILTERED_BELOW, Searcher
 from .state import load
-from .store import Store
+from .store import Partition, describe, open_store
 from .writer import Write, Writer
 
 
@@ -43,7 +49,8 @@ class Catalog:
              ef: int = 64, threads: int | None = None, exact_below: int = EXACT_BELOW,
              exact_filtered_below: int = EXACT_FILTERED_BELOW, snapshot_every: int = 100_000,
              keep_snapshots: int = 2, max_unindexed: int = 100_000, text_dim: int | None = None,
-             progress: bool = False, on_commit=None) -> "Catalog":
+             progress: bool = False, on_commit=None, store: str | None = None,
+             shard: str | None = None) -> "Catalog":
         """Open (or create) the catalogue in folder `path` for `dim`-d vectors.
 
         Returns as soon as the exact kernel is loaded: searches are correct at
@@ -51,7 +58,11 @@ class Catalog:
         burst of upserts) are scanned exactly until the background indexer has
         added them (`wait_indexed()` waits for it). text_dim: title embeddings of
         another model than the images', searched with search(field="text"). on_commit(seconds) is
-        told how long each durable commit took (metrics)."""
+        told how long each durable commit took (metrics).
+
+        store: a shared store of record (a PostgreSQL URL, or a SQLite file other processes
+        open too); the folder then holds this replica's snapshots only. shard "i/n": hold only
+        the products whose hash falls in partition i of n (writes of others are stored, not held)."""
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or not 0 < dim <= 65536:
             raise InvalidArgument(f"dim must be an integer in 1..65536, got {dim!r}")
         if threads is None:  # the CPUs this process may use (a pinned server, a container's cpuset)
@@ -62,7 +73,12 @@ class Catalog:
         self.path = os.fspath(path)
         self.dim = int(dim)
         self.storage = storage
-        self.params = {"dim": self.dim, "storage": storage, "M": int(M), "ef_construction": int(ef_construction)}
+        self.partition = Partition.parse(shard)
+        self.params = {"dim": self.dim, "storage": storage, "M": int(M), "ef_construction": int(ef_construction),
+                       "shard": str(self.partition)}
+        self.shared = store is not None
+        if self.partition.count > 1 and not self.shared:
+            raise InvalidArgument("a shard needs a shared store (store=...) that holds the other partitions")
         self.ef = int(ef)
         self.max_unindexed = int(max_unindexed)
         self.text_dim = int(text_dim) if text_dim else None
@@ -80,7 +96,9 @@ class Catalog:
             raise Unavailable(f"catalogue {self.path} is open in another process") from None
         try:
             t0 = time.perf_counter()
-            self._store = Store(os.path.join(self.path, "catalog.db"), self.dim)
+            spec = store if self.shared else os.path.join(self.path, "catalog.db")
+            self.store_name = describe(spec)
+            self._store = open_store(spec, self.dim, self.partition)
             self._mem, base, replayed = load(self._store, self.path, self.params, storage=storage, ef=self.ef,
                                              threads=threads, text_dim=self.text_dim, progress=progress)
             self.startup_s = time.perf_counter() - t0
@@ -90,7 +108,7 @@ class Catalog:
             os.close(self._lock_fd)
             raise
         self._closed = False
-        self._writer = Writer(self._store, self._mem, self.path, self._check_open,
+        self._writer = Writer(self._store, self._mem, self.path, self.partition, self._check_open,
                               lambda n: self._checkpoints.wrote(n), on_commit)
         self._search = Searcher(self._mem, self.dim, self.text_dim, self.ef, int(exact_below),
                                 int(exact_filtered_below), self._check_open)
@@ -98,6 +116,11 @@ class Catalog:
         self._checkpoints = Checkpointer(self._store, self._mem, self._writer, self._indexer, self.path,
                                          self.params, every=int(snapshot_every), keep=int(keep_snapshots),
                                          base_seq=base, changes=replayed, is_closed=lambda: self._closed)
+        self._follower = None
+        if self.shared:
+            self._follower = Follower(self._store, self._writer, self.path, lambda: self._closed,
+                                      lambda n: self._checkpoints.wrote(n))
+            self._follower.start()
         self._indexer.start()
         return self
 
@@ -114,6 +137,8 @@ class Catalog:
         still lacks is re-added in the background after the next open."""
         if self._closed:
             return
+        if self._follower is not None:
+            self._follower.stop()
         self._indexer.stop(drain_timeout, self._progress)
         self._checkpoints.stop()
         with self._writer.mutex:
@@ -139,7 +164,7 @@ class Catalog:
             products = [products]
         items = [coerce(p, self.dim, self.text_dim) for p in products]
         if not items:
-            return self._store.seq
+            return self._mem.applied
         ids = [p.id for p in items]
         if len(set(ids)) != len(ids):
             raise InvalidArgument("the same product id appears twice in one upsert")
@@ -189,6 +214,37 @@ class Catalog:
         shutil.copytree(src, path, dirs_exist_ok=True)
         return cls.open(path, dim, **options)
 
+    # --- consistency across replicas ---------------------------------------------
+    @property
+    def seq(self) -> int:
+        """The store's seq this catalogue's memory holds every change up to."""
+        return self._mem.applied
+
+    def wait_seq(self, seq: int, timeout: float) -> bool:
+        """Block until memory holds change `seq` (True) or timeout passes (False): read-your-
+        writes across replicas. A seq the store has not reached yet is INVALID_ARGUMENT."""
+        if self._mem.applied >= seq:
+            return True
+        self._check_open()
+        if self._follower is None or seq > self._store.head():
+            raise InvalidArgument(f"min_seq {seq} is ahead of the catalogue's newest change "
+                                  f"({self._store.seq if self.shared else self._mem.applied})")
+        self._follower.catch_up()
+        cond, end = self._writer.applied, time.monotonic() + timeout
+        with cond:
+            while self._mem.applied < seq and not self._closed:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                cond.wait(min(left, 0.05))
+        return self._mem.applied >= seq
+
+    def lag(self) -> dict:
+        """How far this replica trails the store: {"seq", "s", "head", "error"}."""
+        if self._follower is None:
+            return {"seq": 0, "s": 0.0, "head": self._mem.applied, "error": None}
+        return self._follower.lag()
+
     # --- reads -------------------------------------------------------------------
     def writing(self) -> bool:
         """Whether a write holds the indexes now or waits for them, so a search would wait too
@@ -233,7 +289,8 @@ class Catalog:
         m, cp = self._mem, self._checkpoints
         return {
             "products": len(self), "dim": self.dim, "storage": self.storage, "slots": m.slots.high,
-            "free_slots": len(m.slots.free), "seq": self._store.seq, "snapshot_seq": cp.seq,
+            "free_slots": len(m.slots.free), "seq": m.applied, "snapshot_seq": cp.seq,
+            "store": self.store_name, "shard": str(self.partition), "lag": self.lag(),
             "changes_since_snapshot": cp.changes, "db_bytes": self._store.size_bytes(),
             "hnsw": {**self.params, "ef": self.ef, "capacity": m.graph.capacity,
                      "deleted": m.graph.deleted_count(), "unindexed": len(m.slots.unindexed)},

@@ -16,14 +16,13 @@ import threading
 from . import snapshot as snap
 from .indexer import Indexer
 from .state import Memory
-from .store import Store
 from .writer import Writer
 
 log = logging.getLogger("skulens.catalog")
 
 
 class Checkpointer:
-    def __init__(self, store: Store, mem: Memory, writer: Writer, indexer: Indexer, path: str, params: dict,
+    def __init__(self, store, mem: Memory, writer: Writer, indexer: Indexer, path: str, params: dict,
                  *, every: int, keep: int, base_seq: int, changes: int, is_closed):
         self.store, self.mem, self.writer, self.indexer = store, mem, writer, indexer
         self.path, self.params, self.every, self.keep = path, params, every, keep
@@ -67,7 +66,7 @@ class Checkpointer:
 
     def write_locked(self) -> int:
         """Write a snapshot now (the caller holds the writer mutex); returns its seq."""
-        seq = self.store.seq
+        seq = self.mem.applied
         if seq != self.seq or self.indexer.since_snapshot:
             with self.indexer.mutex:
                 self._save(os.path.join(self.path, "snapshots"), seq, self.keep, replace=True)
@@ -81,8 +80,9 @@ class Checkpointer:
         os.makedirs(dest, exist_ok=True)
         self.store.backup(os.path.join(dest, "catalog.db"))
         with self.indexer.mutex:
-            self._save(os.path.join(dest, "snapshots"), self.store.seq, 1)
+            self._save(os.path.join(dest, "snapshots"), self.mem.applied, 1)
 
     def _save(self, root: str, seq: int, keep: int, replace: bool = False) -> None:
         m = self.mem
-        snap.write(root, seq, m.graph, m.exact, m.slots.seq[: m.slots.high], self.params, keep, replace=replace)
+        snap.write(root, seq, m.graph, m.exact, m.slots.seq[: m.slots.high], m.slots.id_of[: m.slots.high],
+                   self.params, keep, replace=replace)

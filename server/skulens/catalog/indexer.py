@@ -3,7 +3,7 @@
 Upserts land in the exact kernel at once and in the graph here, a batch per
 exclusive hold of the memory lock (a few ms), so writes never wait for graph
 insertion and searches scan the backlog exactly meanwhile. Vectors come from
-SQLite, checked against the slot's seq under the write lock, so a slot
+the store, checked against the slot's seq under the write lock, so a slot
 rewritten or deleted meanwhile is never indexed stale.
 """
 
@@ -17,13 +17,12 @@ from itertools import islice
 import numpy as np
 
 from .state import Memory, progress_bar
-from .store import Store
 
 log = logging.getLogger("skulens.catalog")
 
 
 class Indexer:
-    def __init__(self, store: Store, mem: Memory, path: str, on_indexed, batch: int = 128):
+    def __init__(self, store, mem: Memory, path: str, on_indexed, batch: int = 128):
         self.store, self.mem, self.path, self.batch = store, mem, path, batch
         self.mutex = threading.Lock()   # one batch at a time; checkpoints hold it to save the graph
         self.since_snapshot = 0         # products added since the last snapshot (checkpoints reset it)
@@ -56,14 +55,15 @@ class Indexer:
         m, slots = self.mem, self.mem.slots
         m.rw.acquire_read()
         try:
-            todo = np.fromiter(islice(slots.unindexed, self.batch), dtype=np.int64)
+            ids = [slots.id_of[s] for s in islice(slots.unindexed, self.batch)]
         finally:
             m.rw.release_read()
-        got_slots, got_seqs, vecs = self.store.rows_at(todo)
+        got_ids, got_seqs, vecs = self.store.rows_of([i for i in ids if i is not None])
         m.rw.acquire_write()
         try:
+            got_slots = np.fromiter((slots.slot_of.get(i, -1) for i in got_ids), np.int64, len(got_ids))
             ok = np.fromiter((s in slots.unindexed for s in got_slots.tolist()), bool, len(got_slots))
-            ok &= slots.seq[got_slots] == got_seqs
+            ok &= slots.seq[got_slots] == np.asarray(got_seqs, np.int64)
             m.graph.upsert(got_slots[ok], vecs[ok])
             slots.mark_indexed(got_slots[ok])
         finally:

@@ -1,7 +1,8 @@
 """Snapshot files of the in-memory indexes: a cache of the database, never the truth.
 
 A snapshot is a folder `snapshots/<seq>/` holding the HNSW graph, its per-slot
-state, and `slot_seq` (the change seq of the version each slot holds), plus a
+state, `slot_seq` (the change seq of the version each slot holds) and `slot_ids`
+(the product id in each slot: slots are the replica's own, not the store's), plus a
 manifest with sizes and CRC32s written last. It is built in a temporary folder,
 each file fsynced, then renamed into place and the parent fsynced, so a crash
 leaves either the whole snapshot or a temporary folder that start-up deletes.
@@ -24,8 +25,9 @@ from ..index import ExactIndex, HnswIndex
 
 log = logging.getLogger("skulens.snapshot")
 
-VERSION = 1
-GRAPH, STATE, EXACT, SLOT_SEQ, MANIFEST = "hnsw.bin", "hnsw_state.npy", "exact.bin", "slot_seq.npy", "manifest.json"
+VERSION = 2
+GRAPH, STATE, EXACT, SLOT_SEQ, SLOT_IDS, MANIFEST = ("hnsw.bin", "hnsw_state.npy", "exact.bin", "slot_seq.npy",
+                                                    "slot_ids.json", "manifest.json")
 
 
 def _crc(path: str) -> int:
@@ -44,8 +46,8 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def write(root: str, seq: int, graph: HnswIndex, exact: ExactIndex, slot_seq: np.ndarray, params: dict,
-          keep: int = 2, replace: bool = False) -> str:
+def write(root: str, seq: int, graph: HnswIndex, exact: ExactIndex, slot_seq: np.ndarray, slot_ids: list,
+          params: dict, keep: int = 2, replace: bool = False) -> str:
     """Write snapshot `seq` under root; keep the newest `keep`; returns its folder.
 
     replace: a snapshot of the same seq exists but the graph has grown since
@@ -60,8 +62,10 @@ def write(root: str, seq: int, graph: HnswIndex, exact: ExactIndex, slot_seq: np
     graph.save(os.path.join(tmp, GRAPH), os.path.join(tmp, STATE))
     exact.save(os.path.join(tmp, EXACT))
     np.save(os.path.join(tmp, SLOT_SEQ), slot_seq)
+    with open(os.path.join(tmp, SLOT_IDS), "w") as f:
+        json.dump(slot_ids, f, ensure_ascii=False, separators=(",", ":"))
     files = {}
-    for name in (GRAPH, STATE, EXACT, SLOT_SEQ):
+    for name in (GRAPH, STATE, EXACT, SLOT_SEQ, SLOT_IDS):
         p = os.path.join(tmp, name)
         _fsync(p)
         files[name] = {"bytes": os.path.getsize(p), "crc32": _crc(p)}
@@ -105,7 +109,7 @@ def list_snapshots(root: str) -> list[int]:
 
 
 def load(root: str, seq: int, params: dict, threads: int | None, exact: ExactIndex):
-    """(graph, slot_seq) of snapshot seq, with its rows loaded into `exact`;
+    """(graph, slot_seq, slot_ids) of snapshot seq, with its rows loaded into `exact`;
     raises ValueError when it is damaged or was built with other parameters."""
     folder = os.path.join(root, f"{seq:020d}")
     try:
@@ -136,4 +140,8 @@ def load(root: str, seq: int, params: dict, threads: int | None, exact: ExactInd
     slot_seq = np.load(os.path.join(folder, SLOT_SEQ))
     if slot_seq.dtype != np.int64 or slot_seq.ndim != 1:
         raise ValueError("slot_seq has the wrong type")
-    return graph, slot_seq
+    with open(os.path.join(folder, SLOT_IDS), encoding="utf-8") as f:
+        slot_ids = json.load(f)
+    if not isinstance(slot_ids, list) or len(slot_ids) != len(slot_seq):
+        raise ValueError("slot_ids does not match slot_seq")
+    return graph, slot_seq, slot_ids

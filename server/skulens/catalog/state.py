@@ -7,13 +7,15 @@ indexer's holds the write side (hnswlib must not change under a walk).
 they are stale. `backlog` is notified whenever the graph's backlog (the
 unindexed slots) grows or shrinks.
 
-Start-up: the newest valid snapshot (graph + kernel rows) plus the rows SQLite
-changed after it, or SQLite alone. The graph then catches up in the background
+Start-up: the newest valid snapshot (graph + kernel rows, and which product each
+slot holds) plus the rows the store changed after it, or the store alone, all
+read in one consistent view of the store. The graph then catches up in the background
 with whatever it lacks (`indexer.py`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -25,96 +27,105 @@ from . import snapshot as snap
 from .filters import Postings
 from .locks import RWLock
 from .slots import Slots
-from .store import Store
 
 log = logging.getLogger("skulens.catalog")
 
 
 class Memory:
-    """What a search reads. Built by `load`."""
+    """What a search reads. Built by `load`. `applied`: the store's seq this memory holds
+    every change up to (its own writes and, on a shared store, other processes')."""
 
     def __init__(self, slots: Slots, exact: ExactIndex, graph: HnswIndex, text: ExactIndex | None,
-                 postings: Postings):
+                 postings: Postings, applied: int):
         self.rw = RWLock()
         self.version = 0
         self.backlog = threading.Condition()
         self.slots, self.exact, self.graph, self.text, self.postings = slots, exact, graph, text, postings
+        self.applied = applied
 
 
-def load(store: Store, path: str, params: dict, *, storage: str, ef: int, threads: int | None,
+def load(store, path: str, params: dict, *, storage: str, ef: int, threads: int | None,
          text_dim: int | None, progress: bool) -> tuple[Memory, int, int]:
     """(memory, seq of the snapshot it started from, rows replayed after it)."""
-    rows = store.scan_meta()
-    slots = Slots(rows)
-    postings = Postings()
-    postings.grow(slots.capacity)
-    postings.bulk_load((r[1], slots.terms[r[1]]) for r in rows)
-    dim = params["dim"]
-
-    live = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-    seqs = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
-    exact, graph, base, indexed = _load_snapshot(store, path, params, storage, threads, live, seqs)
-    if graph is None:
-        graph = HnswIndex(dim, params["M"], params["ef_construction"], ef, threads, capacity=slots.capacity)
-        indexed = np.zeros(0, np.int64)
-        source = store.vectors_of(live)  # everything: one sequential scan
-        todo = len(live)
-    else:
-        source = store.vectors_after(base)  # changed since the snapshot: the seq index
-        todo = int(np.count_nonzero(seqs > base))
-    graph.ef = ef
-    bar = progress_bar(todo, "loading vectors", progress and todo > 10_000)
-    for part_slots, vecs in source:
-        exact.upsert(part_slots, vecs)
-        bar.update(len(part_slots))
-    bar.close()
-    rest = np.setdiff1d(live, indexed, assume_unique=True)
-    slots.mark_unindexed(rest)
-    text = None
-    if text_dim:
-        # Title embeddings of another model get their own exact index, so text
-        # queries search titles until a trained model aligns text with images.
-        text = ExactIndex(text_dim, "fp32", threads=threads)
-        for part_slots, vecs in store.text_vectors(text_dim):
-            text.upsert(part_slots, vecs)
+    with store.view() as head:
+        rows = store.scan_meta()
+        dim = params["dim"]
+        seqs = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        exact, graph, base, snap_slot = _load_snapshot(store, path, params, storage, threads, rows, seqs, head)
+        slots = Slots(_with_slots(rows, snap_slot))
+        postings = Postings()
+        postings.grow(slots.capacity)
+        postings.bulk_load((slots.slot_of[r[0]], slots.terms[slots.slot_of[r[0]]]) for r in rows)
+        live = slots.live()
+        if graph is None:
+            graph = HnswIndex(dim, params["M"], params["ef_construction"], ef, threads, capacity=slots.capacity)
+            indexed = np.zeros(0, np.int64)
+            source, todo = store.vectors(), len(rows)           # everything: one sequential scan
+        else:
+            kept = np.fromiter((slots.slot_of[r[0]] for r in rows if r[1] <= base), np.int64)
+            # Snapshot rows whose product is gone or changed since are hidden; changed ones come back below.
+            exact.remove(np.setdiff1d(np.fromiter(snap_slot.values(), np.int64, len(snap_slot)), kept))
+            in_graph = graph.live_ids()
+            indexed = np.intersect1d(kept, in_graph)
+            graph.remove(np.setdiff1d(in_graph, indexed, assume_unique=True))
+            source, todo = store.vectors(after=base), int(np.count_nonzero(seqs > base))
+        graph.ef = ef
+        bar = progress_bar(todo, "loading vectors", progress and todo > 10_000)
+        slot_of = slots.slot_of
+        for ids, vecs in source:
+            exact.upsert(np.fromiter((slot_of[i] for i in ids), np.int64, len(ids)), vecs)
+            bar.update(len(ids))
+        bar.close()
+        rest = np.setdiff1d(live, indexed)
+        slots.mark_unindexed(rest)
+        text = None
+        if text_dim:
+            # Title embeddings of another model get their own exact index, so text
+            # queries search titles until a trained model aligns text with images.
+            text = ExactIndex(text_dim, "fp32", threads=threads)
+            for ids, vecs in store.text_vectors(text_dim):
+                text.upsert(np.fromiter((slot_of[i] for i in ids), np.int64, len(ids)), vecs)
     log.info("catalogue %s: %d products, %d replayed after snapshot seq %d, %d to add to the graph",
              path, len(rows), todo, base, len(rest))
-    return Memory(slots, exact, graph, text, postings), base, todo
+    return Memory(slots, exact, graph, text, postings, head), base, todo
 
 
-def _load_snapshot(store: Store, path: str, params: dict, storage: str, threads, live: np.ndarray,
-                   seqs_db: np.ndarray):
-    """(kernel, graph, seq, slots the graph holds current vectors of) of the newest usable
-    snapshot; (empty kernel, None, 0, None) if there is none."""
+def _with_slots(rows, snap_slot: dict[str, int]):
+    """rows (id, seq, category, attributes) as (id, slot, seq, category, attributes): the slot
+    the snapshot gave the id, else the lowest one nobody holds."""
+    taken = {snap_slot[r[0]] for r in rows if r[0] in snap_slot}
+    free = (s for s in itertools.count() if s not in taken)
+    return [(r[0], snap_slot[r[0]] if r[0] in snap_slot else next(free), r[1], r[2], r[3]) for r in rows]
+
+
+def _load_snapshot(store, path: str, params: dict, storage: str, threads, rows, seqs_db: np.ndarray,
+                   head: int):
+    """(kernel, graph, seq, {id: slot}) of the newest snapshot that agrees with the store;
+    (empty kernel, None, 0, {}) if there is none."""
     root = os.path.join(path, "snapshots")
     fresh = lambda: ExactIndex(params["dim"], storage, threads=threads)  # noqa: E731
     seqs = snap.list_snapshots(root)
     if not seqs:
-        if len(live):
-            log.warning("catalogue %s: no snapshot; rebuilding the indexes from SQLite", path)
-        return fresh(), None, 0, None
+        if len(rows):
+            log.warning("catalogue %s: no snapshot; rebuilding the indexes from %s (%s)", path, store.kind, store.name)
+        return fresh(), None, 0, {}
     for s in seqs:
         exact = fresh()
         try:
-            if s > store.seq:
-                raise ValueError(f"newer than the database (seq {store.seq})")
-            graph, snap_seq = snap.load(root, s, params, threads, exact)
-            old = seqs_db <= s  # rows unchanged since the snapshot must be in it as they are
-            keep = live[old]
-            if len(keep) and (keep.max() >= len(snap_seq) or (snap_seq[keep] != seqs_db[old]).any()):
-                raise ValueError("disagrees with the database")
+            if s > head:
+                raise ValueError(f"newer than the store (seq {head})")
+            graph, snap_seq, snap_ids = snap.load(root, s, params, threads, exact)
+            snap_slot = {pid: slot for slot, pid in enumerate(snap_ids) if pid is not None}
+            for (pid, seq, _, _), in_db in zip(rows, seqs_db.tolist()):
+                # rows unchanged since the snapshot must be in it as they are
+                if in_db <= s and (pid not in snap_slot or snap_seq[snap_slot[pid]] != in_db):
+                    raise ValueError("disagrees with the store")
         except (ValueError, OSError, RuntimeError) as e:
             log.warning("catalogue %s: snapshot %d unusable (%s); trying an older one", path, s, e)
             continue
-        # Rows the snapshot has that the database changed or dropped since are
-        # hidden; changed ones come back with the replay.
-        exact.remove(np.setdiff1d(np.flatnonzero(snap_seq), keep, assume_unique=True))
-        in_graph = graph.live_ids()
-        indexed = np.intersect1d(keep, in_graph, assume_unique=True)
-        graph.remove(np.setdiff1d(in_graph, indexed, assume_unique=True))
-        return exact, graph, s, indexed
-    log.warning("catalogue %s: no usable snapshot; rebuilding the indexes from SQLite", path)
-    return fresh(), None, 0, None
+        return exact, graph, s, snap_slot
+    log.warning("catalogue %s: no usable snapshot; rebuilding the indexes from %s (%s)", path, store.kind, store.name)
+    return fresh(), None, 0, {}
 
 
 class _NoBar:

@@ -1,6 +1,8 @@
 """The `skulens` command: serve, search, upsert, ingest, stats, and the demo.
 
     skulens serve --data data --port 50051 --model-repo model_repo [--triton start|HOST:PORT]
+    skulens serve --workers [N] [--store postgresql://...] [--shard 0/2]   # replicas of one store
+    skulens route --shards "h1:50051,h2:50051;h3:50051,h4:50051"           # one front end over shards
     skulens search --image shoe.jpg --top-k 5 [--filter "category=sneakers"] [--sheet out.png]
     skulens upsert --id sku-1 --image shoe.jpg --title "red sneaker" --category sneakers --attr color=red
     skulens ingest --fashion-mnist            # or: --folder imgs/ --meta products.jsonl
@@ -48,6 +50,22 @@ def main(argv=None) -> int:
     s.add_argument("--tls-cert", dest="server_tls_cert", help="PEM certificate chain: serve TLS")
     s.add_argument("--tls-key", dest="server_tls_key", help="PEM private key of --tls-cert")
     s.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mTLS)")
+    s.add_argument("--store", help="the shared store of record: postgresql://... or a SQLite file other "
+                   "processes serve too (default: catalog.db in --data, this process's alone)")
+    s.add_argument("--shard", help="i/n: hold only partition i of n of the products (needs --store)")
+    s.add_argument("--workers", type=int, nargs="?", const=0,
+                   help="run N server processes on the port as replicas of one store (no N: one per core)")
+    s.add_argument("--max-lag-s", type=float, dest="max_lag_s",
+                   help="health NOT_SERVING while this replica trails the store longer than this")
+    s = sub.add_parser("route", help="a stateless front end: fan Search out to shards, merge, forward writes")
+    s.add_argument("--shards", required=True,
+                   help="replicas of each shard: addresses comma-separated, shards separated by ';'")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=50050)
+    s.add_argument("--threads", type=int, default=32)
+    s.add_argument("--tls-cert", dest="server_tls_cert", help="PEM certificate chain: serve TLS")
+    s.add_argument("--tls-key", dest="server_tls_key")
+    s.add_argument("--backend-tls-ca", help="PEM CA bundle: talk TLS to the shards' replicas")
     s = sub.add_parser("keys", help="manage API keys: add --role read|write|admin, list, revoke ID")
     s.add_argument("action", choices=["add", "list", "revoke"])
     s.add_argument("id", nargs="?", help="revoke: the key id")
@@ -107,7 +125,7 @@ def main(argv=None) -> int:
     import grpc
     from ..errors import InvalidArgument
     from . import demo, query, serve
-    cmd = {"serve": serve.cmd_serve, "search": query.cmd_search, "ingest": query.cmd_ingest,
+    cmd = {"serve": serve.cmd_serve, "route": serve.cmd_route, "search": query.cmd_search, "ingest": query.cmd_ingest,
            "stats": query.cmd_stats, "demo": demo.cmd_demo, "loadgen": query.cmd_loadgen,
            "upsert": query.cmd_upsert, "keys": serve.cmd_keys, "audit": serve.cmd_audit}[args.cmd]
     try:

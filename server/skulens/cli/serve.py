@@ -11,7 +11,11 @@ def cmd_serve(args) -> int:
     cfg = Config.load(args.config, data=args.data, port=args.port, host=args.host, model_repo=args.model_repo,
                       dim=args.dim, triton=args.triton, keys=args.keys, tls_cert=args.server_tls_cert,
                       tls_key=args.server_tls_key, tls_client_ca=args.tls_client_ca, metrics_port=args.metrics_port,
-                      server=args.server, cpus=args.cpus)
+                      server=args.server, cpus=args.cpus, store=args.store, shard=args.shard,
+                      workers=args.workers, max_lag_s=args.max_lag_s)
+    if cfg.workers != 1:
+        from . import workers
+        return workers.run(cfg)
     from ..encode.triton import TritonServer, TritonUnavailable
     triton = None
     try:
@@ -47,6 +51,17 @@ def cmd_serve(args) -> int:
     finally:
         if triton is not None:
             triton.stop()
+    return 0
+
+
+def cmd_route(args) -> int:
+    """skulens route: the stateless front end over shards (route.py)."""
+    from ..route import Router
+    r = Router.parse(args.shards, host=args.host, port=args.port, threads=args.threads,
+                     tls_cert=args.server_tls_cert, tls_key=args.server_tls_key, backend_ca=args.backend_tls_ca)
+    print(f"skulens routing on {r.target} over {len(r.shards)} shard(s): "
+          f"{'; '.join(','.join(s.addresses) for s in r.shards)}", flush=True)
+    r.wait()
     return 0
 
 

@@ -33,6 +33,11 @@ class _Scraped:
             yield GaugeMetricFamily("skulens_graph_backlog", "Products the HNSW graph does not hold yet "
                                     "(scanned exactly meanwhile)", value=st["hnsw"]["unindexed"])
             yield GaugeMetricFamily("skulens_catalog_seq", "The catalogue's change sequence", value=st["seq"])
+            lag = st["lag"]
+            yield GaugeMetricFamily("skulens_replication_lag_seq", "Changes in the store this replica has not "
+                                    "applied yet", value=lag["seq"])
+            yield GaugeMetricFamily("skulens_replication_lag_seconds", "How long this replica has been behind "
+                                    "the store (or cut off from it); 0 when current", value=lag["s"])
         enc = (getattr(s, "encoders", None) or {}).get("image")
         if enc is not None:
             yield GaugeMetricFamily("skulens_query_cache_hit_ratio", "Image query cache hits / lookups",

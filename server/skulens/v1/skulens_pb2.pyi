@@ -59,20 +59,22 @@ class Filter(_message.Message):
     def __init__(self, all: _Optional[_Iterable[_Union[Clause, _Mapping]]] = ..., expression: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "top_k", "filter", "mode", "ef", "include_metadata")
+    __slots__ = ("query", "top_k", "filter", "mode", "ef", "include_metadata", "min_seq")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     EF_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQ_FIELD_NUMBER: _ClassVar[int]
     query: Query
     top_k: int
     filter: Filter
     mode: Mode
     ef: int
     include_metadata: bool
-    def __init__(self, query: _Optional[_Union[Query, _Mapping]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., ef: _Optional[int] = ..., include_metadata: _Optional[bool] = ...) -> None: ...
+    min_seq: int
+    def __init__(self, query: _Optional[_Union[Query, _Mapping]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., ef: _Optional[int] = ..., include_metadata: _Optional[bool] = ..., min_seq: _Optional[int] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("product_id", "score", "sku", "title", "category")
@@ -105,12 +107,16 @@ class Timings(_message.Message):
     def __init__(self, decode_us: _Optional[int] = ..., preprocess_us: _Optional[int] = ..., encode_us: _Optional[int] = ..., search_us: _Optional[int] = ..., total_us: _Optional[int] = ..., cache_hit: _Optional[bool] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "timings")
+    __slots__ = ("hits", "timings", "seq", "missing_shards")
     HITS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[Hit]
     timings: Timings
-    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    seq: int
+    missing_shards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., seq: _Optional[int] = ..., missing_shards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamHits(_message.Message):
     __slots__ = ("frame", "hits", "fused", "stable", "stable_product_id", "confidence", "timings")
@@ -184,10 +190,12 @@ class DeleteRequest(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
-    __slots__ = ("deleted",)
+    __slots__ = ("deleted", "seq")
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     deleted: int
-    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+    seq: int
+    def __init__(self, deleted: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class GetProductRequest(_message.Message):
     __slots__ = ("id", "include_vector", "include_thumbnail")
