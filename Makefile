@@ -11,9 +11,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# Debian packages: the compiler and CMake for the C++ extension, venv, and the
+# Debian packages: the compiler and CMake for the C++ extension, venv, PostgreSQL (the tests start
+# their own server from it: the shared store of scale-out), and the
 # Fashion-MNIST catalogue of the demo. Installed only when missing (needs root).
-DEBS := build-essential cmake python3-venv dataset-fashion-mnist
+DEBS := build-essential cmake python3-venv dataset-fashion-mnist postgresql
 deps:
 	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 
 import grpc
@@ -306,6 +307,7 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
     def Stats(self, request: pb.StatsRequest, context) -> pb.StatsResponse:
         st = self.catalog.stats()
         st["encoders"] = {k: e.name for k, e in self.encoders.items()}
+        st["pid"] = os.getpid()  # which process answered (several serve one port with --workers)
         _, role = caller()
         if role is not None and role != "admin":  # the catalogue's internals are for admin keys
             st = {k: st[k] for k in ("products", "dim", "storage", "encoders")}

@@ -46,7 +46,7 @@ def _filter(filters) -> pb.Filter | None:
 
 def search_request(*, image: bytes | None = None, text: str | None = None, vector: Sequence[float] | None = None,
                    product_id: str | None = None, top_k: int = 10, filters=None, mode: str = "auto", ef: int = 0,
-                   include_metadata: bool = False) -> pb.SearchRequest:
+                   include_metadata: bool = False, min_seq: int = 0) -> pb.SearchRequest:
     given = [k for k, v in dict(image=image, text=text, vector=vector, product_id=product_id).items() if v is not None]
     if len(given) != 1:
         raise ValueError(f"give exactly one of image, text, vector, product_id (got {given or 'none'})")
@@ -60,7 +60,7 @@ def search_request(*, image: bytes | None = None, text: str | None = None, vecto
     else:
         q.product_id = product_id
     return pb.SearchRequest(query=q, top_k=top_k, filter=_filter(filters), mode=MODES[mode], ef=ef,
-                            include_metadata=include_metadata)
+                            include_metadata=include_metadata, min_seq=min_seq)
 
 
 def product_message(p) -> pb.Product:
