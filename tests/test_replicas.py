@@ -189,3 +189,58 @@ def test_a_format_1_database_is_migrated(tmp_path):
         c.upsert([dict(id="p9", vector=x[9])])
     with Catalog.open(str(path), D) as c:
         assert len(c) == 4 and c.search(x[9], 1)[0].id == "p9"
+
+
+def test_a_replica_that_loses_its_store_says_so_and_comes_back(tmp_path):
+    """PostgreSQL stopped under a serving replica: searches go on from memory, writes are
+    UNAVAILABLE (never INTERNAL), Stats and metrics show the lag, health turns NOT_SERVING past
+    max_lag_s; with the database back the replica catches up and serves again."""
+    import urllib.request
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from postgres import Postgres
+
+    from skulens.client import Client
+    from skulens.server import Config, Server
+
+    pg = Postgres()
+    try:
+        url = pg.database()
+        s = Server(Config(data=str(tmp_path / "r"), dim=D, port=0, store=url, max_lag_s=0.5, metrics_port=0))
+        other = _open(tmp_path, "other", url)
+        try:
+            health = health_pb2_grpc.HealthStub(grpc.insecure_channel(s.target))
+            status = lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5).status  # noqa: E731
+            with Client(s.target) as c:
+                seq = c.upsert([dict(id="a", vector=np.ones(D))]).seq
+                assert status() == health_pb2.HealthCheckResponse.SERVING
+                other.close()
+                pg.halt()
+                with pytest.raises(grpc.RpcError) as e:
+                    c.upsert([dict(id="b", vector=np.ones(D))])
+                assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "PostgreSQL" in e.value.details()
+                assert c.search(vector=[1.0] * D)[0].product_id == "a"      # from memory
+                t0 = time.monotonic()
+                while status() != health_pb2.HealthCheckResponse.NOT_SERVING:
+                    assert time.monotonic() - t0 < 10, c.stats()["lag"]
+                    time.sleep(0.1)
+                lag = c.stats()["lag"]
+                assert lag["error"] and lag["s"] > 0.5
+                page = urllib.request.urlopen(f"http://127.0.0.1:{s.metrics_port}/metrics", timeout=5).read().decode()
+                value = [ln for ln in page.splitlines() if ln.startswith("skulens_replication_lag_seconds ")]
+                assert value and float(value[0].split()[1]) > 0.5
+                pg.start()
+                other = _open(tmp_path, "other", url)
+                seq = other.upsert([dict(id="c", vector=-np.ones(D))])
+                assert c.search(vector=[-1.0] * D, min_seq=seq)[0].product_id == "c"
+                t0 = time.monotonic()
+                while status() != health_pb2.HealthCheckResponse.SERVING:
+                    assert time.monotonic() - t0 < 10, c.stats()["lag"]
+                    time.sleep(0.1)
+                assert c.upsert([dict(id="b", vector=np.ones(D))]).seq > seq   # writes again
+        finally:
+            other.close()
+            s.stop(0)
+    finally:
+        pg.stop()

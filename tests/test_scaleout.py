@@ -267,6 +267,8 @@ def test_the_api_through_route_is_the_api_direct(tmp_path, pg_url, procs):
             assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
             with Client(target, api_key=read) as c:
                 assert c.search(vector=[1.0] * D, min_seq=seq)[0].product_id == pid
+                frames = list(c.search_stream([dict(vector=[1.0] * D, top_k=3)] * 4))
+                assert [f.frame for f in frames] == [0, 1, 2, 3] and frames[-1].fused[0].product_id == pid
                 with pytest.raises(grpc.RpcError) as e:
                     c.upsert([dict(id="b", vector=[1.0] * D)])
                 assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -30,6 +30,7 @@ from .fusion import Fusion
 from .limits import MAX_STREAMS
 from .security import wire
 from .security.images import scrub
+from .service import stream_hits
 from .v1 import skulens_pb2 as pb
 from .v1 import skulens_pb2_grpc as pb_grpc
 
@@ -93,17 +94,24 @@ def _deadline(context) -> float:
     return time.monotonic() + (DEFAULT_TIMEOUT_S if left is None else left)
 
 
-def _forward(fn):
+def _abort(context, e: Exception) -> None:
     """Backend errors reach the caller as the replica sent them; a shard down is UNAVAILABLE."""
+    if isinstance(e, grpc.RpcError):
+        context.abort(e.code(), e.details() or "")
+    if isinstance(e, ShardDown):
+        context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, scrub(str(e)))
+
+
+_ERRORS = (grpc.RpcError, ShardDown, InvalidArgument)
+
+
+def _forward(fn):
     def wrapper(self, request, context):
         try:
             return fn(self, request, context)
-        except grpc.RpcError as e:
-            context.abort(e.code(), e.details() or "")
-        except ShardDown as e:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-        except InvalidArgument as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, scrub(str(e)))
+        except _ERRORS as e:
+            _abort(context, e)
     wrapper.__name__ = fn.__name__
     return wrapper
 
@@ -163,18 +171,9 @@ class RouteService(pb_grpc.ProductSearchServicer):
         fusion = Fusion()
         try:
             for frame, req in enumerate(request_iterator):
-                r = self._search(req, context)
-                fused, stable, leader, confidence = fusion.add({h.product_id: h.score for h in r.hits})
-                yield pb.StreamHits(frame=frame, hits=r.hits, fused=[pb.Hit(product_id=i, score=sc)
-                                                                     for i, sc in fused[:len(r.hits)]],
-                                    stable=stable, stable_product_id=leader if stable else "",
-                                    confidence=confidence, timings=r.timings)
-        except grpc.RpcError as e:
-            context.abort(e.code(), e.details() or "")
-        except ShardDown as e:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
-        except InvalidArgument as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, scrub(str(e)))
+                yield stream_hits(fusion, frame, self._search(req, context))
+        except _ERRORS as e:
+            _abort(context, e)
 
     @_forward
     def Upsert(self, request, context):
@@ -190,7 +189,7 @@ class RouteService(pb_grpc.ProductSearchServicer):
                     continue
                 r = self._one("Upsert", req, context)
                 n, seq, done = n + r.upserted, r.seq, done + 1
-        except (grpc.RpcError, ShardDown, InvalidArgument):
+        except _ERRORS:
             context.set_trailing_metadata((("skulens-committed-batches", str(done)),
                                            ("skulens-committed-seq", str(seq))))
             raise
@@ -269,9 +268,6 @@ class Router:
         self.service.pool.shutdown(wait=False)
 
     def wait(self) -> None:
-        import signal
-        done = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: done.set())
-        done.wait()
+        from .server import wait_for_signal
+        wait_for_signal()
         self.stop()

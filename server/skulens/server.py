@@ -225,8 +225,13 @@ class Server:
 
     def wait(self) -> None:
         """Block until SIGINT/SIGTERM, then stop gracefully."""
-        done = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: done.set())
-        done.wait()
+        wait_for_signal()
         self.stop()
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()

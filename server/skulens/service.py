@@ -95,6 +95,14 @@ def _wait_seq(catalog: Catalog, seq: int, context) -> None:
         raise (DeadlineExceeded if limit < MAX_SEQ_WAIT_S else Unavailable)(why)
 
 
+def stream_hits(fusion: Fusion, frame: int, r: pb.SearchResponse) -> pb.StreamHits:
+    """One frame's answer in a SearchStream: its hits, and the evidence fused so far."""
+    fused, stable, leader, confidence = fusion.add({h.product_id: h.score for h in r.hits})
+    return pb.StreamHits(frame=frame, hits=r.hits,
+                         fused=[pb.Hit(product_id=i, score=sc) for i, sc in fused[:len(r.hits)]], stable=stable, stable_product_id=leader if stable else "", confidence=confidence,
+                         timings=r.timings)
+
+
 class ProductSearch(pb_grpc.ProductSearchServicer):
     """skulens.v1.ProductSearch over one catalogue and the encoders it was given."""
 
@@ -136,13 +144,7 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
             if self.catalog is None:
                 raise Unavailable("the server is still loading its catalogue")
             for frame, req in enumerate(request_iterator):
-                r = self._search(req, context)
-                fused, stable, leader, confidence = fusion.add({h.product_id: h.score for h in r.hits})
-                k = len(r.hits)
-                yield pb.StreamHits(frame=frame, hits=r.hits,
-                                    fused=[pb.Hit(product_id=i, score=sc) for i, sc in fused[:k]],
-                                    stable=stable, stable_product_id=leader if stable else "",
-                                    confidence=confidence, timings=r.timings)
+                yield stream_hits(fusion, frame, self._search(req, context))
         except SkulensError as e:
             context.abort(getattr(grpc.StatusCode, e.grpc_code), scrub(f"frame {locals().get('frame', 0)}: {e}"))
 

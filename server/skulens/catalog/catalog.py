@@ -284,6 +284,12 @@ class Catalog:
             raise InvalidArgument(f"field is 'image' or 'text', got {field!r}")
         return self._search.search(vector, k, filters, mode, ef)
 
+    def _db_bytes(self) -> int | None:
+        try:
+            return self._store.size_bytes()
+        except Unavailable:  # Stats answers from memory while the store is away
+            return None
+
     def stats(self) -> dict:
         self._check_open()
         m, cp = self._mem, self._checkpoints
@@ -291,7 +297,7 @@ class Catalog:
             "products": len(self), "dim": self.dim, "storage": self.storage, "slots": m.slots.high,
             "free_slots": len(m.slots.free), "seq": m.applied, "snapshot_seq": cp.seq,
             "store": self.store_name, "shard": str(self.partition), "lag": self.lag(),
-            "changes_since_snapshot": cp.changes, "db_bytes": self._store.size_bytes(),
+            "changes_since_snapshot": cp.changes, "db_bytes": self._db_bytes(),
             "hnsw": {**self.params, "ef": self.ef, "capacity": m.graph.capacity,
                      "deleted": m.graph.deleted_count(), "unindexed": len(m.slots.unindexed)},
             "exact_below": self._search.exact_below, "exact_filtered_below": self._search.exact_filtered_below,

@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - the message says what to install
     psycopg = None
 
 FORMAT = "2"
+CONNECT_S = 3
 CHANNEL = "skulens_changes"
 _LOCK_KEY = 0x736B756C656E73   # pg_advisory_lock: one replica creates the schema at a time
 
@@ -62,10 +63,11 @@ class PgStore:
         self._w = None
         self._wlock = threading.Lock()
         try:
-            self._w = psycopg.connect(url, autocommit=True)
+            self._w = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_S)
             meta = self._setup(dim)
-            self._pool = ConnectionPool(url, min_size=1, max_size=8, kwargs={"autocommit": True},
-                                        open=True, name="skulens")
+            # A database that is away fails a read in seconds (UNAVAILABLE), not at the pool's default 30 s.
+            self._pool = ConnectionPool(url, min_size=1, max_size=8, timeout=CONNECT_S, name="skulens",
+                                        kwargs={"autocommit": True, "connect_timeout": CONNECT_S}, open=True)
         except psycopg.OperationalError as e:
             if self._w is not None:
                 self._w.close()
@@ -94,7 +96,7 @@ class PgStore:
 
     def _writer(self):
         if self._w is None or self._w.closed or self._w.broken:
-            self._w = psycopg.connect(self.url, autocommit=True)
+            self._w = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_S)
         return self._w
 
     # --- the write transaction -------------------------------------------------------------
@@ -176,7 +178,7 @@ class PgStore:
         """Return on a NOTIFY from any replica's commit, or after timeout."""
         try:
             if self._listen is None or self._listen.closed:
-                self._listen = psycopg.connect(self.url, autocommit=True)
+                self._listen = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_S)
                 self._listen.execute(f"LISTEN {CHANNEL}")
             for _ in self._listen.notifies(timeout=timeout, stop_after=1):
                 pass

@@ -19,7 +19,10 @@ from ..errors import CorruptCatalog, InvalidArgument
 from .store import COLUMNS, Changes, Partition, bucket, product_of, stack, upsert_rows
 
 FORMAT = "2"
-POLL_S = 0.002   # how often a follower asks whether another process committed (PRAGMA data_version)
+# How often a follower asks whether another process committed (PRAGMA data_version): every 2 ms
+# after a change, backing off to 20 ms while nothing changes (an idle worker then costs ~0.5% of a
+# core, not 3.5%). A Search with min_seq does not wait for the poll: it reads the head itself.
+POLL_S, POLL_IDLE_S = 0.002, 0.020
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -198,15 +201,17 @@ class SqliteStore:
         if self._watch is None:
             self._watch = self._connect()
             self._version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+            self._poll = POLL_S
         end = time.monotonic() + timeout
         while True:
             v = self._watch.execute("PRAGMA data_version").fetchone()[0]
             if v != self._version:
-                self._version = v
+                self._version, self._poll = v, POLL_S
                 return
             if time.monotonic() >= end:
                 return
-            time.sleep(POLL_S)
+            time.sleep(self._poll)
+            self._poll = min(POLL_IDLE_S, self._poll * 1.5)
 
     # --- start-up: one read transaction around them (`view`) ----------------------------------
     @contextmanager

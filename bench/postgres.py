@@ -1,7 +1,8 @@
 """A real PostgreSQL server for the tests: Debian's `postgresql` package, a cluster made by
 `initdb` in a temporary folder and started by `pg_ctl` on a free loopback port. PostgreSQL
 refuses to run as root and CI runs as root, so there it runs as the `postgres` user (runuser).
-Trust authentication on 127.0.0.1 only; fsync off (the tests kill skulens, not the machine)."""
+Trust authentication on 127.0.0.1 only. The tests run it with fsync off (they kill skulens, not
+the machine); the benchmarks with fsync on, as a deployment has it."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def _free_port() -> int:
 
 
 class Postgres:
-    def __init__(self):
+    def __init__(self, fsync: bool = False):
         initdb, self.pg_ctl = _bin("initdb"), _bin("pg_ctl")
         if not (initdb and self.pg_ctl):
             raise FileNotFoundError("PostgreSQL's initdb/pg_ctl not found: apt-get install postgresql")
@@ -40,10 +41,18 @@ class Postgres:
             shutil.chown(self.root, "postgres", "postgres")
             self._as = ["runuser", "-u", "postgres", "--"]
         self._run([initdb, "-D", self.data, "-A", "trust", "-U", "skulens", "-E", "UTF8", "--no-sync"])
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c max_connections=300 -c shared_buffers=64MB")
-        self._run([self.pg_ctl, "-D", self.data, "-l", os.path.join(self.root, "log"), "-o", opts, "-w", "start"])
+        self._opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                      f"-c fsync={'on' if fsync else 'off'} -c max_connections=300 -c shared_buffers=64MB")
+        self.start()
         self.url = f"postgresql://skulens@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self._run([self.pg_ctl, "-D", self.data, "-l", os.path.join(self.root, "log"), "-o", self._opts, "-w",
+                   "start"])
+
+    def halt(self) -> None:
+        """Stop the server abruptly (a crash, as far as clients can tell); start() brings it back."""
+        self._run([self.pg_ctl, "-D", self.data, "-m", "immediate", "-w", "stop"])
 
     def _run(self, cmd: list[str]) -> None:
         subprocess.run(self._as + cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
