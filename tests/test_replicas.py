@@ -233,7 +233,14 @@ def test_a_replica_that_loses_its_store_says_so_and_comes_back(tmp_path):
                 pg.start()
                 other = _open(tmp_path, "other", url)
                 seq = other.upsert([dict(id="c", vector=-np.ones(D))])
-                assert c.search(vector=[-1.0] * D, min_seq=seq)[0].product_id == "c"
+                t0 = time.monotonic()
+                while True:  # the readers' pool reconnects with backoff (1 s, doubling): UNAVAILABLE until then
+                    try:
+                        assert c.search(vector=[-1.0] * D, min_seq=seq)[0].product_id == "c"
+                        break
+                    except grpc.RpcError as e:
+                        assert e.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() - t0 < 30, e
+                        time.sleep(0.2)
                 t0 = time.monotonic()
                 while status() != health_pb2.HealthCheckResponse.SERVING:
                     assert time.monotonic() - t0 < 10, c.stats()["lag"]

@@ -34,7 +34,7 @@ from .service import stream_hits
 from .v1 import skulens_pb2 as pb
 from .v1 import skulens_pb2_grpc as pb_grpc
 
-DEFAULT_TIMEOUT_S = 30.0   # a call without a deadline gets this one
+DEFAULT_TIMEOUT_S = 30.0   # a call (or a stream's frame) without a deadline gets this one
 EJECT_S = 1.0              # a replica that failed is skipped this long
 _RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 _DROP = ("grpc-", ":", "user-agent", "content-type", "te")  # transport metadata, not the caller's
@@ -90,8 +90,10 @@ def _metadata(context):
 
 
 def _deadline(context) -> float:
+    """When this call must be answered; one without a deadline (a stream: none per frame) gets
+    DEFAULT_TIMEOUT_S (grpc reports "none" as a huge number of seconds)."""
     left = context.time_remaining()
-    return time.monotonic() + (DEFAULT_TIMEOUT_S if left is None else left)
+    return time.monotonic() + (DEFAULT_TIMEOUT_S if left is None or left > DEFAULT_TIMEOUT_S else left)
 
 
 def _abort(context, e: Exception) -> None:
