@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from skulens.client import AsyncClient, Client
 from skulens.server import Config, Server
+from skulens.v1 import skulens_pb2 as pb
 from synthetic import clustered
 
 D = 16
@@ -251,3 +252,17 @@ def test_aio_loop_stays_free_while_a_write_holds_the_indexes(tmp_path):
             assert got["hit"] == "p4"
     finally:
         s.stop()
+
+
+def test_min_seq_on_a_single_server(client):
+    """A write's seq is read-your-writes: min_seq up to it answers at once and says which seq it
+    reflects; one the catalogue has not reached, or a negative one, is INVALID_ARGUMENT."""
+    seq = client.upsert([dict(id="m", vector=[1.0] * D)]).seq
+    r = client.search_full(vector=[1.0] * D, top_k=1, min_seq=seq)
+    assert r.hits[0].product_id == "m" and r.seq == seq
+    for bad, words in ((seq + 10, "ahead"), (-1, ">= 0")):
+        with pytest.raises(grpc.RpcError) as e:
+            client.search(vector=[1.0] * D, min_seq=bad)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in e.value.details()
+    d = client.stub.Delete(pb.DeleteRequest(ids=["m"]), timeout=10)
+    assert d.deleted == 1 and d.seq == seq + 1
