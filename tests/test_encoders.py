@@ -167,3 +167,18 @@ def test_text_queries_search_titles(tmp_path, repo):
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         s.stop()
+
+
+def test_queries_and_batches_run_on_sessions_that_do_not_spin(enc):
+    """A query runs on one intra-op thread that sleeps when idle; a batch on the batch session;
+    both give the same vectors (bench/encoder_bench.py measured why: CPU per query)."""
+    r = enc.runner
+    opts = r.session.get_session_options()
+    assert opts.intra_op_num_threads == 1
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    ims = [photo(n) for n in ("astronaut", "coffee", "chelsea", "rocket")] * 3
+    one = np.concatenate([enc.embed([im]) for im in ims])
+    many = enc.embed(ims)
+    assert r._batch is not None and len(ims) >= r.BATCH_ROWS
+    assert r._batch.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    np.testing.assert_allclose(one, many, atol=1e-5)

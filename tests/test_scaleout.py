@@ -298,4 +298,4 @@ def test_skulens_route_command(tmp_path, pg_url, procs):
             assert _top(c, np.ones(D, np.float32), min_seq=seq) == ["r"]
     finally:
         p.terminate()
-        p.wait(10)
+        p.wait(30)

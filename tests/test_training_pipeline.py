@@ -135,6 +135,11 @@ def test_the_server_answers_with_the_trained_models(exported, tmp_path):
     from skulens.server import Config, Server
     enc = encoders.load(exported)
     assert enc["image"].dim == enc["text"].dim == 256          # one space: text searches the images
+    # The text model is served as dynamic int8 (the default export), measured against its fp32 graph.
+    meta = encoders.model_repo.read_meta(f"{exported}/text_encoder")
+    q = meta["quantization"]["measured"]
+    assert meta["name"].endswith("-int8") and q["int8"]["cosine vs fp32 (titles)"]["mean"] >= 0.97
+    assert abs(q["int8"]["precision@10 mean"] - q["fp32"]["precision@10 mean"]) <= 0.1
     images, labels = datasets.load("test")
     s = Server(Config(data=str(tmp_path / "data"), dim=256, port=0), encoders=enc)
     try:

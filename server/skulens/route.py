@@ -263,11 +263,12 @@ class Router:
     def target(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def stop(self, grace: float = 5.0) -> None:
+    def stop(self, grace: float = 2.0) -> None:
+        """Refuse new calls, give in-flight ones `grace` seconds, close the backends' channels."""
         self.grpc.stop(grace).wait(grace + 1)
+        self.service.pool.shutdown(wait=False, cancel_futures=True)
         for s in self.shards:
             s.close()
-        self.service.pool.shutdown(wait=False)
 
     def wait(self) -> None:
         from .server import wait_for_signal

@@ -50,6 +50,8 @@ class Config:
     store: str = ""                    # the store of record when shared: a postgresql:// URL or a SQLite
                                        # file; "": catalog.db in the data folder, this process's alone
     shard: str = ""                    # "i/n": hold only partition i of n of the products (needs store)
+    encoder_threads: int = 0           # ONNX Runtime threads for batches (upserts); 0: the usable cores
+    encoder_spin: int = 0              # 1: queries on ORT's spinning pool (lower lone latency, ~2.5x CPU)
     max_lag_s: float = 30.0            # health is NOT_SERVING while this replica trails the store longer
     reuse_port: int = 0                # SO_REUSEPORT on the listening port (set for --workers)
     server: str = "sync"               # "sync": grpcio's thread-pool server; "aio": grpc.aio (aio.py)

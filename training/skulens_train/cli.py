@@ -39,7 +39,10 @@ def main(argv=None) -> int:
     ap.add_argument("--run", help="run directory (default: RUNS/<config name>)")
     ap.add_argument("--model-repo", default="model_repo")
     ap.add_argument("--text", help="text-branch run directory to export beside the image encoder")
-    ap.add_argument("--int8", action="store_true", help="export: serve a statically quantised int8 image model")
+    ap.add_argument("--int8", action="store_true", help="export: serve a statically quantised int8 image model "
+                    "(off by default: it lost instance R@1 and was slower here, training/REPORT.md)")
+    ap.add_argument("--text-fp32", action="store_true", help="export: serve the fp32 text model, not the "
+                    "dynamically quantised int8 one (the default: same precision, half the time)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.steps=50")
     args = ap.parse_intermixed_args(argv)
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
         print(json.dumps(res, indent=1))
     elif args.command == "export":
         from .export import export
-        export(run, args.model_repo, text_run=args.text, int8=args.int8)
+        export(run, args.model_repo, text_run=args.text, int8=args.int8, text_int8=not args.text_fp32)
     return 0
 
 

@@ -24,7 +24,8 @@ def cmd_serve(args) -> int:
                 raise TritonUnavailable("--triton start needs --model-repo")
             triton = TritonServer(cfg.model_repo).start()
             print(f"Triton serving {', '.join(triton.models)} on {triton.url}", flush=True)
-        encs = encode.load(cfg.model_repo, triton=triton.url if triton else cfg.triton or None) \
+        encs = encode.load(cfg.model_repo, threads=cfg.encoder_threads or None, spin=bool(cfg.encoder_spin),
+                           triton=triton.url if triton else cfg.triton or None) \
             if cfg.model_repo else {}
     except (TritonUnavailable, ConnectionError, FileNotFoundError) as e:
         # The encoders' runtime cannot be had: say why in one line, nothing started.

@@ -20,17 +20,20 @@ from .runners import OrtRunner, TritonRunner, ort_session, runner
 from .text import TextEncoder
 
 
-def load(repo: str, threads: int | None = None, triton: str | None = None, policy: ImagePolicy | None = None) -> dict:
+def load(repo: str, threads: int | None = None, triton: str | None = None, policy: ImagePolicy | None = None,
+         spin: bool = False) -> dict:
     """The encoders found in a model repository: {"image": ..., "text": ...}; with `triton`
     (host:port of its gRPC endpoint) the networks run there, the pre-processing here. policy:
-    which image bytes are decoded (default: JPEG, PNG, WebP within limits.py's caps)."""
+    which image bytes are decoded (default: JPEG, PNG, WebP within limits.py's caps). threads: ONNX
+    Runtime's threads for batches (default: the usable cores); a query runs on one thread, or with
+    `spin` on ORT's spinning pool (runners.OrtRunner says when each pays)."""
     out = {}
     folder = os.path.join(repo, model_repo.IMAGE)
     if model_repo.has_model(folder):
-        out["image"] = ImageEncoder(folder, threads, triton=triton, policy=policy)
+        out["image"] = ImageEncoder(folder, threads, triton=triton, policy=policy, spin=spin)
     folder = os.path.join(repo, model_repo.TEXT)
     if model_repo.has_model(folder):
-        out["text"] = TextEncoder(folder, threads, triton=triton)
+        out["text"] = TextEncoder(folder, threads, triton=triton, spin=spin)
     return out
 
 

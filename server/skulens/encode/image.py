@@ -28,14 +28,14 @@ class ImageEncoder:
     kind = "image"
 
     def __init__(self, folder: str, threads: int | None = None, cache_size: int = 10_000,
-                 triton: str | None = None, policy: ImagePolicy | None = None):
+                 triton: str | None = None, policy: ImagePolicy | None = None, spin: bool = False):
         meta = model_repo.read_meta(folder)
         self.name = meta["name"]
         self.dim = int(meta["dim"])
         self.size = int(meta["input_size"])          # square side the model takes
         self.mean = np.asarray(meta["mean"], np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(meta["std"], np.float32).reshape(1, 3, 1, 1)
-        self.runner = runner(folder, threads, triton)
+        self.runner = runner(folder, threads, triton, spin)
         self.cache = QueryCache(cache_size)
         self.policy = policy or ImagePolicy()   # which bytes are decoded at all (security/images.py)
 

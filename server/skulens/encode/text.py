@@ -17,7 +17,7 @@ class TextEncoder:
 
     kind = "text"
 
-    def __init__(self, folder: str, threads: int | None = None, triton: str | None = None):
+    def __init__(self, folder: str, threads: int | None = None, triton: str | None = None, spin: bool = False):
         from tokenizers import Tokenizer
         meta = model_repo.read_meta(folder)
         self.name = meta["name"]
@@ -26,7 +26,7 @@ class TextEncoder:
         self.tokenizer = Tokenizer.from_file(model_repo.tokenizer_path(folder))
         self.tokenizer.enable_truncation(self.max_tokens)
         self.tokenizer.enable_padding()
-        self.runner = runner(folder, threads, triton)
+        self.runner = runner(folder, threads, triton, spin)
 
     def embed(self, texts) -> np.ndarray:
         enc = self.tokenizer.encode_batch(list(texts))
