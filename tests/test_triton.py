@@ -53,7 +53,8 @@ def triton(repo):
 
 def test_repository_for_the_python_backend(repo, tmp_path):
     names = prepare_repository(repo, str(tmp_path))
-    assert names == ["image_encoder", "text_encoder"]
+    assert names == ["image_encoder", "preprocess", "image_pipeline", "text_encoder"]
+    assert 'platform: "ensemble"' in (tmp_path / "image_pipeline" / "config.pbtxt").read_text()
     config = (tmp_path / "image_encoder" / "config.pbtxt").read_text()
     assert 'backend: "python"' in config and "onnxruntime" not in config
     assert (tmp_path / "image_encoder" / "1" / "model.py").exists()
@@ -72,6 +73,37 @@ def test_triton_and_onnxruntime_give_the_same_vectors(repo, triton):
     assert np.abs(a - b).max() < 1e-6
     titles = ["red leather boot", "blue canvas sneaker", "wool coat", "a bag"]
     assert np.abs(local["text"].embed(titles) - remote["text"].embed(titles)).max() < 1e-6
+
+
+def test_the_ensemble_takes_raw_image_bytes(repo, triton):
+    """A client sends JPEG/PNG bytes to Triton itself (image_pipeline: preprocess -> image_encoder)
+    and gets the vector skulens computes in process from the same bytes."""
+    import tritonclient.grpc as tc
+    local = encoders.load(repo)["image"]
+    client = tc.InferenceServerClient(triton.url)
+    assert client.is_model_ready("image_pipeline") and client.is_model_ready("preprocess")
+    jpeg = io.BytesIO()
+    Image.fromarray(skdata.coffee()).save(jpeg, "JPEG", quality=90)
+    blobs = [png(n) for n in PHOTOS] + [jpeg.getvalue()]
+    x = tc.InferInput("image", [len(blobs), 1], "BYTES")
+    x.set_data_from_numpy(np.array([[b] for b in blobs], dtype=object))
+    got = client.infer("image_pipeline", [x]).as_numpy("embedding")
+    assert np.abs(got - local.embed(blobs)).max() < 1e-5
+
+
+def test_skulens_sends_bytes_to_the_ensemble_and_refuses_bad_ones_first(repo, triton):
+    from skulens.errors import InvalidArgument
+    remote = encoders.load(repo, triton=triton.url)["image"]
+    assert remote.remote is not None
+    t = __import__("skulens.v1.skulens_pb2", fromlist=["Timings"]).Timings()
+    v = remote.embed_request(png("rocket"), t)
+    assert t.decode_us == 0 and t.encode_us > 0          # decoded beside the model, not here
+    assert np.abs(v - encoders.load(repo)["image"].embed([png("rocket")])[0]).max() < 1e-5
+    with pytest.raises(InvalidArgument):                 # not an image: refused here, never sent
+        remote.embed_request(b"not an image at all")
+    whole = png("astronaut")
+    with pytest.raises(InvalidArgument, match="decode"):  # a valid header, truncated pixels: Triton says so
+        remote.embed_request(whole[: len(whole) // 3])
 
 
 def test_a_batch_over_the_models_max_batch_size_goes_in_pieces(repo, triton):
@@ -134,6 +166,39 @@ def test_a_triton_that_goes_away_makes_image_calls_unavailable_and_loses_nothing
                 assert c.search(vector=v, top_k=1)[0].product_id == "coffee"
         finally:
             s.stop()
+
+
+def test_two_tritons_round_robin_and_one_stopped_mid_run_fails_no_query(repo):
+    """Encoders on two Triton replicas: calls alternate between them; one stopped while queries
+    run is ejected and its calls go to the other, so no query fails."""
+    want = encoders.load(repo)["image"]
+    photos = [png(n) for n in PHOTOS]
+    with TritonServer(repo, threads=1) as a, TritonServer(repo, threads=1) as b:
+        enc = encoders.load(repo, triton=f"{a.url},{b.url}")["image"]
+        assert len(enc.remote.clients) == 2
+        import time
+        errors, stamps, stopped = [], [], [float("inf")]
+        wants = want.embed(photos)
+
+        def load():
+            k = 0
+            while time.monotonic() < stopped[0] + 1.0:   # queries go on for a second after the stop
+                try:
+                    v = enc.embed([photos[k % len(photos)]])
+                    assert np.abs(v - wants[k % len(photos)]).max() < 1e-5
+                    stamps.append(time.monotonic())
+                except Exception as e:  # noqa: BLE001 - every failure is the test's business
+                    errors.append(e)
+                k += 1
+        with ThreadPoolExecutor(2) as pool:
+            jobs = [pool.submit(load) for _ in range(2)]
+            time.sleep(0.5)
+            a.stop()
+            stopped[0] = time.monotonic()
+            for j in jobs:
+                j.result()
+        assert not errors, errors[:3]
+        assert sum(t > stopped[0] for t in stamps) >= 20 and sum(t < stopped[0] for t in stamps) >= 20
 
 
 def test_an_unreachable_triton_is_a_clear_error(repo):

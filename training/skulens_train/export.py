@@ -74,6 +74,7 @@ def export_image(run: str, repo: str, int8: bool = False) -> dict:
                                     "calibration": "256 training pictures + 256 scanner views",
                                     "measured": compare(fp32, path, size, 1000, 1000)}
         repo_format.write(tmp, meta, repo_format.image_config(size, cfg.model.dim))
+    repo_format.write_image_pipeline(repo, meta)   # image bytes -> embedding on a stock Triton
     print(f"wrote {os.path.join(repo, repo_format.IMAGE)} (min cosine onnx vs torch {cos:.7f} on {len(x)} real images)")
     return meta
 

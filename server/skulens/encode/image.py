@@ -22,6 +22,15 @@ from .cache import QueryCache
 from .runners import runner
 
 
+def _pipeline(url: str):
+    """A runner for Triton's image_pipeline ensemble, or None where that server lacks it."""
+    from .runners import TritonRunner
+    try:
+        return TritonRunner(url, model_repo.IMAGE_PIPELINE)
+    except ConnectionError:
+        return None
+
+
 class ImageEncoder:
     """An exported image model: image bytes in, unit vectors out."""
 
@@ -36,6 +45,9 @@ class ImageEncoder:
         self.mean = np.asarray(meta["mean"], np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(meta["std"], np.float32).reshape(1, 3, 1, 1)
         self.runner = runner(folder, threads, triton, spin)
+        # On Triton, when it serves the ensemble (model_repo.write_image_pipeline), image bytes go
+        # there as they are: decoding and resizing run beside the model, not here.
+        self.remote = _pipeline(triton) if triton else None
         self.cache = QueryCache(cache_size)
         self.policy = policy or ImagePolicy()   # which bytes are decoded at all (security/images.py)
 
@@ -69,13 +81,23 @@ class ImageEncoder:
     def encode(self, x: np.ndarray) -> np.ndarray:
         return self.runner.run({"pixels": x})
 
+    def encode_bytes(self, blobs: list[bytes]) -> np.ndarray:
+        """Image bytes through Triton's image_pipeline, after the policy has read their headers
+        (refused bytes never leave this process)."""
+        for b in blobs:
+            self.policy.open(b)
+        return self.remote.run({"image": np.array([[bytes(b)] for b in blobs], dtype=object)})
+
     # -- interface ----------------------------------------------------------------------
     def embed(self, images) -> np.ndarray:
         """Bytes or PIL images -> [B, dim] unit vectors (bytes also fill the query cache,
         so a product's own image finds its embedding ready when it is searched)."""
         images = list(images)
-        ims = [self.decode(i) if isinstance(i, (bytes, bytearray)) else i.convert("RGB") for i in images]
-        out = self.encode(self.preprocess(ims))
+        if self.remote is not None and all(isinstance(i, (bytes, bytearray)) for i in images):
+            out = self.encode_bytes(images)
+        else:
+            ims = [self.decode(i) if isinstance(i, (bytes, bytearray)) else i.convert("RGB") for i in images]
+            out = self.encode(self.preprocess(ims))
         for i, v in zip(images, out):
             if isinstance(i, (bytes, bytearray)):
                 self.cache.put(hashlib.blake2b(i, digest_size=16).digest(), v)
@@ -89,6 +111,12 @@ class ImageEncoder:
                 timings.cache_hit = True
             return v
         t0 = time.perf_counter_ns()
+        if self.remote is not None:
+            v = self.encode_bytes([data])[0]
+            if timings is not None:
+                timings.encode_us = (time.perf_counter_ns() - t0) // 1000
+            self.cache.put(key, v)
+            return v
         im = self.decode(data)
         t1 = time.perf_counter_ns()
         x = self.preprocess([im])

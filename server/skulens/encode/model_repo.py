@@ -7,6 +7,8 @@ A model repository holds one folder per model, as Triton lays it out:
                                          normalisation, provenance (training run, checks)
     <repo>/image_encoder/1/model.onnx    the network (version 1)
     <repo>/text_encoder/...              the same, plus 1/tokenizer.json
+    <repo>/preprocess/, image_pipeline/  the ensemble a stock Triton serves: image bytes ->
+                                         preprocess (python backend) -> image_encoder -> embedding
 
 `skulens-train export` and `training/export_pretrained.py` write models through
 `staged()` + `write()`; the encoders and the Triton launcher read them with
@@ -23,6 +25,7 @@ import shutil
 
 IMAGE, TEXT = "image_encoder", "text_encoder"
 MODELS = (IMAGE, TEXT)
+PREPROCESS, IMAGE_PIPELINE = "preprocess", "image_pipeline"   # the ensemble: image bytes -> embedding
 META, CONFIG, VERSION = "skulens.json", "config.pbtxt", "1"
 
 
@@ -42,6 +45,48 @@ def text_config(dim: int, max_batch: int = 64) -> str:
             '        { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
             f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]\n'
             'instance_group [ { kind: KIND_CPU count: 1 } ]\n')
+
+
+def preprocess_config(meta: dict, max_batch: int = 64, queue_delay_us: int = 500) -> str:
+    """The python-backend `preprocess` model: image bytes [B, 1] -> normalised pixels [B, 3, S, S]."""
+    s = int(meta["input_size"])
+    params = {"input_size": str(s), "mean": json.dumps(meta["mean"]), "std": json.dumps(meta["std"])}
+    return (f'name: "{PREPROCESS}"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
+            'input [ { name: "image" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+            f'output [ {{ name: "pixels" data_type: TYPE_FP32 dims: [ 3, {s}, {s} ] }} ]\n'
+            f'dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}\n'
+            'instance_group [ { kind: KIND_CPU count: 1 } ]\n'
+            + "".join(f'parameters {{ key: "{k}" value: {{ string_value: {json.dumps(v)} }} }}\n'
+                      for k, v in params.items()))
+
+
+def pipeline_config(meta: dict, max_batch: int = 64) -> str:
+    """The ensemble a stock Triton serves: image bytes -> `preprocess` -> `image_encoder` -> embedding."""
+    return (f'name: "{IMAGE_PIPELINE}"\nplatform: "ensemble"\nmax_batch_size: {max_batch}\n'
+            'input [ { name: "image" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+            f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {int(meta["dim"])} ] }} ]\n'
+            'ensemble_scheduling { step [\n'
+            f'  {{ model_name: "{PREPROCESS}" model_version: -1 input_map {{ key: "image" value: "image" }} '
+            'output_map { key: "pixels" value: "pixels" } },\n'
+            f'  {{ model_name: "{IMAGE}" model_version: -1 input_map {{ key: "pixels" value: "pixels" }} '
+            'output_map { key: "embedding" value: "embedding" } } ] }\n')
+
+
+def write_image_pipeline(repo: str, meta: dict) -> list[str]:
+    """`preprocess` (its model.py and the shared resize beside it) and the `image_pipeline`
+    ensemble in repo, for the image encoder described by meta; returns their names."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pre = os.path.join(repo, PREPROCESS)
+    os.makedirs(os.path.join(pre, VERSION), exist_ok=True)
+    with open(os.path.join(pre, CONFIG), "w") as f:
+        f.write(preprocess_config(meta))
+    shutil.copy(os.path.join(here, "encode", "triton_preprocess.py"), os.path.join(pre, VERSION, "model.py"))
+    shutil.copy(os.path.join(here, "data", "preprocess.py"), os.path.join(pre, VERSION, "skulens_preprocess.py"))
+    ens = os.path.join(repo, IMAGE_PIPELINE)
+    os.makedirs(os.path.join(ens, VERSION), exist_ok=True)   # an ensemble has a version folder, empty
+    with open(os.path.join(ens, CONFIG), "w") as f:
+        f.write(pipeline_config(meta))
+    return [PREPROCESS, IMAGE_PIPELINE]
 
 
 def with_backend(config: str, backend: str) -> str:

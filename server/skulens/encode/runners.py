@@ -8,10 +8,11 @@ torch), and `TritonRunner`, the same model on a Triton server over gRPC
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
-from ..errors import Unavailable
+from ..errors import InvalidArgument, Unavailable
 from . import model_repo
 
 
@@ -46,24 +47,43 @@ class OrtRunner:
 
 
 class TritonRunner:
-    """A model on a Triton server (gRPC): same inputs, its `embedding` output."""
+    """A model on one or several Triton servers (gRPC; `url` is "host:port[,host:port...]"): same
+    inputs, its `embedding` output. Calls go round-robin over the endpoints; one that fails to
+    answer is ejected for EJECT_S and the call goes to the next, all within `timeout` seconds, so a
+    Triton replica stopped mid-run costs no query. Inputs the model refuses are INVALID_ARGUMENT."""
 
-    DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
+    DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64", np.dtype(object): "BYTES"}
+    EJECT_S = 2.0
 
     def __init__(self, url: str, model: str, timeout: float = 10.0):
         import tritonclient.grpc as tc
         from tritonclient.utils import InferenceServerException
         self._tc, self._failed, self.model, self.timeout = tc, InferenceServerException, model, timeout
-        self.client = tc.InferenceServerClient(url)
-        try:
-            ready = self.client.is_model_ready(model)
-        except Exception as e:  # noqa: BLE001 - InferenceServerException: say which server
-            raise ConnectionError(f"Triton at {url} is not reachable: {e}") from None
-        if not ready:
-            raise ConnectionError(f"Triton at {url} has no ready model {model!r}")
-        self.inputs = [i.name for i in self.client.get_model_metadata(model).inputs]
+        self.urls = [u.strip() for u in url.split(",") if u.strip()]
+        self.clients = [tc.InferenceServerClient(u) for u in self.urls]
+        self._ejected = [0.0] * len(self.clients)
+        self._next = 0
+        ready, why = None, []
+        for i, (u, c) in enumerate(zip(self.urls, self.clients)):
+            try:
+                if c.is_model_ready(model):
+                    ready = ready if ready is not None else c
+                    continue
+                why.append(f"{u} has no ready model {model!r}")
+            except Exception as e:  # noqa: BLE001 - InferenceServerException: say which server
+                why.append(f"Triton at {u} is not reachable: {e}")
+            self._ejected[i] = time.monotonic() + self.EJECT_S  # tried again after a while
+        if ready is None:
+            raise ConnectionError("; ".join(why) or "no Triton endpoint given")
+        self.inputs = [i.name for i in ready.get_model_metadata(model).inputs]
         # Triton refuses requests over the model's max_batch_size: larger batches go in pieces.
-        self.max_batch = self.client.get_model_config(model).config.max_batch_size or None
+        self.max_batch = ready.get_model_config(model).config.max_batch_size or None
+
+    def _order(self) -> list[int]:
+        start = self._next = (self._next + 1) % len(self.clients)
+        now = time.monotonic()
+        idx = [(start + k) % len(self.clients) for k in range(len(self.clients))]
+        return [i for i in idx if self._ejected[i] <= now] + [i for i in idx if self._ejected[i] > now]
 
     def run(self, feed: dict) -> np.ndarray:
         n = len(next(iter(feed.values())))
@@ -77,12 +97,20 @@ class TritonRunner:
             t.set_data_from_numpy(x)
             ins.append(t)
         out = [self._tc.InferRequestedOutput("embedding")]
-        try:
-            return self.client.infer(self.model, ins, outputs=out, client_timeout=self.timeout).as_numpy("embedding")
-        except self._failed as e:
-            # The model server is down or overloaded: the caller may retry (UNAVAILABLE), and
-            # nothing of the request has been applied.
-            raise Unavailable(f"the {self.model} on Triton did not answer: {e.message()}") from None
+        end, last = time.monotonic() + self.timeout, None
+        for i in self._order():
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                return self.clients[i].infer(self.model, ins, outputs=out, client_timeout=left).as_numpy("embedding")
+            except self._failed as e:
+                if "INVALID_ARG" in str(e.status()):   # the model refused the input (bytes it cannot decode)
+                    raise InvalidArgument(f"{self.model} on Triton: {e.message()}") from None
+                self._ejected[i], last = time.monotonic() + self.EJECT_S, e
+        # No endpoint answered: the caller may retry (UNAVAILABLE); nothing of the request was applied.
+        why = last.message() if last is not None else f"no answer within {self.timeout:.1f} s"
+        raise Unavailable(f"the {self.model} on Triton did not answer: {why}")
 
 
 def runner(folder: str, threads: int | None = None, triton: str | None = None, spin: bool = False):

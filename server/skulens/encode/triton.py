@@ -65,6 +65,8 @@ def prepare_repository(repo: str, dest: str) -> list[str]:
             os.remove(link)
         os.symlink(os.path.abspath(model_repo.model_path(src)), link)
         names.append(name)
+        if name == model_repo.IMAGE:   # raw image bytes in: the ensemble (preprocess is python already)
+            names += model_repo.write_image_pipeline(dest, model_repo.read_meta(src))
     if not names:
         raise FileNotFoundError(f"no exported encoders in {repo}: run `make models`")
     return names
