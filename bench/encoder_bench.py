@@ -240,13 +240,57 @@ def e2e_part(args, jpegs: list[bytes]) -> dict:
     return out
 
 
+def triton_part(args, jpegs: list[bytes]) -> dict:
+    """Image bytes -> embedding at concurrency 1/8/32: in-process ONNX Runtime (decode, preprocess,
+    encode here) against the Triton ensemble (bytes sent as they are) with its dynamic batcher on
+    and off; interleaved rounds, distinct frames (no cache)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skulens.encode import ImageEncoder
+    from skulens.encode.triton import TritonServer
+    folder = os.path.join(args.model_repo, "image_encoder")
+    local = ImageEncoder(folder)
+    out = {}
+    with TritonServer(args.model_repo, threads=1) as on, TritonServer(args.model_repo, threads=1, batching=False) as off:
+        systems = {"in-process ONNX Runtime": lambda b: local.encode(local.preprocess([local.decode(b)])),
+                   "Triton ensemble, dynamic batching": ImageEncoder(folder, triton=on.url).encode_bytes,
+                   "Triton ensemble, no batching": ImageEncoder(folder, triton=off.url).encode_bytes}
+        for name, fn in systems.items():
+            fn([jpegs[0]]) if name.startswith("Triton") else fn(jpegs[0])
+        for conc in (1, 8, 32):
+            rows = {name: [] for name in systems}
+            per = len(jpegs) // (3 * len(systems))
+            for rnd in range(3):
+                for j, (name, fn) in enumerate(systems.items()):
+                    part = jpegs[(rnd * len(systems) + j) * per:(rnd * len(systems) + j + 1) * per]
+                    call = (lambda b, fn=fn: fn([b])) if name.startswith("Triton") else fn
+
+                    def timed(b, call=call):
+                        t = time.perf_counter_ns()
+                        call(b)
+                        return time.perf_counter_ns() - t
+                    t0 = time.perf_counter()
+                    with ThreadPoolExecutor(conc) as pool:
+                        lat = list(pool.map(timed, part))
+                    rows[name].append((len(part) / (time.perf_counter() - t0), np.median(lat) / 1e6,
+                                       np.percentile(lat, 99) / 1e6))
+            for name, r in rows.items():
+                a = np.asarray(r)
+                row = {"qps": float(np.median(a[:, 0])), "p50_ms": float(np.median(a[:, 1])),
+                       "p99_ms": float(np.median(a[:, 2]))}
+                out[f"c={conc} | {name}"] = row
+                print(f"c={conc:2d} {name:36s} {row['qps']:7.0f} qps  p50 {row['p50_ms']:6.2f} ms  "
+                      f"p99 {row['p99_ms']:6.2f} ms", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-repo", default="model_repo")
     ap.add_argument("--int8-repo", help="a model repo exported with `skulens-train export --int8`")
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--work", default="/tmp/skulens-encoder-bench")
-    ap.add_argument("--only", choices=["ort", "stages", "e2e"])
+    ap.add_argument("--only", choices=["ort", "stages", "e2e", "triton"])
     ap.add_argument("--out", type=Path, default=OUT / "encoder_bench.json")
     args = ap.parse_args()
     from scaleout_bench import cpu_model
@@ -258,11 +302,13 @@ def main() -> None:
     result = {"cpu": cpu_model(), "cores": os.cpu_count(), "input_px": size, "command": " ".join(sys.argv)}
     if args.only in (None, "ort"):
         result["ort"] = ort_part(repos, lambda m: size)
-    jpegs = frames(2 * args.queries) if args.only in (None, "stages", "e2e") else []
+    jpegs = frames(2 * args.queries) if args.only in (None, "stages", "e2e", "triton") else []
     if args.only in (None, "stages"):
         result["stages"] = stages_part(size, jpegs[:500])
     if args.only in (None, "e2e"):
         result["e2e"] = e2e_part(args, jpegs)
+    if args.only in (None, "triton"):
+        result["triton"] = triton_part(args, jpegs)
     old = json.loads(args.out.read_text()) if args.out.exists() and args.only else {}
     args.out.write_text(json.dumps({**old, **result}, indent=1))
     print(f"wrote {args.out}")

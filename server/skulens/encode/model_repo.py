@@ -29,22 +29,38 @@ PREPROCESS, IMAGE_PIPELINE = "preprocess", "image_pipeline"   # the ensemble: im
 META, CONFIG, VERSION = "skulens.json", "config.pbtxt", "1"
 
 
+def _io(name: str, dim: int, size: int = 0) -> str:
+    """The inputs and output of an encoder: pixels [3, S, S] or token ids + mask [T] -> [dim]."""
+    if name == IMAGE:
+        inputs = f'input [ {{ name: "pixels" data_type: TYPE_FP32 dims: [ 3, {size}, {size} ] }} ]\n'
+    else:
+        inputs = ('input [ { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },\n'
+                  '        { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] } ]\n')
+    return inputs + f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]\n'
+
+
 def image_config(size: int, dim: int, max_batch: int = 64, queue_delay_us: int = 500) -> str:
     """Triton's configuration of an image encoder: normalised pixels [B, 3, S, S] -> [B, dim]."""
-    return (f'name: "{IMAGE}"\nbackend: "onnxruntime"\nmax_batch_size: {max_batch}\n'
-            f'input [ {{ name: "pixels" data_type: TYPE_FP32 dims: [ 3, {size}, {size} ] }} ]\n'
-            f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]\n'
-            f'dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}\n'
+    return (f'name: "{IMAGE}"\nbackend: "onnxruntime"\nmax_batch_size: {max_batch}\n' + _io(IMAGE, dim, size)
+            + f'dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}\n'
             'instance_group [ { kind: KIND_CPU count: 1 } ]\n')
 
 
 def text_config(dim: int, max_batch: int = 64) -> str:
     """Triton's configuration of a text encoder: token ids + attention mask [B, T] -> [B, dim]."""
-    return (f'name: "{TEXT}"\nbackend: "onnxruntime"\nmax_batch_size: {max_batch}\n'
-            'input [ { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },\n'
-            '        { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
-            f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {dim} ] }} ]\n'
-            'instance_group [ { kind: KIND_CPU count: 1 } ]\n')
+    return (f'name: "{TEXT}"\nbackend: "onnxruntime"\nmax_batch_size: {max_batch}\n' + _io(TEXT, dim)
+            + 'instance_group [ { kind: KIND_CPU count: 1 } ]\n')
+
+
+def tensorrt_config(name: str, meta: dict, max_batch: int = 64, preferred=(8, 32, 64), instances: int = 1,
+                    queue_delay_us: int = 200) -> str:
+    """A TensorRT engine's folder for Triton (`1/model.plan`): the same inputs and output, dynamic
+    batching towards the engine profile's sizes, `instances` copies per GPU."""
+    return (f'name: "{name}"\nplatform: "tensorrt_plan"\nmax_batch_size: {max_batch}\n'
+            + _io(name, int(meta["dim"]), int(meta.get("input_size", 0)))
+            + f'dynamic_batching {{ preferred_batch_size: [ {", ".join(map(str, preferred))} ] '
+            f'max_queue_delay_microseconds: {queue_delay_us} }}\n'
+            f'instance_group [ {{ kind: KIND_GPU count: {instances} }} ]\n')
 
 
 def preprocess_config(meta: dict, max_batch: int = 64, queue_delay_us: int = 500) -> str:
@@ -72,14 +88,19 @@ def pipeline_config(meta: dict, max_batch: int = 64) -> str:
             'output_map { key: "embedding" value: "embedding" } } ] }\n')
 
 
-def write_image_pipeline(repo: str, meta: dict) -> list[str]:
+def without_batching(config: str) -> str:
+    """The same configuration with Triton's dynamic batcher off."""
+    return re.sub(r"^dynamic_batching \{[^}]*\}\n", "", config, flags=re.M)
+
+
+def write_image_pipeline(repo: str, meta: dict, batching: bool = True) -> list[str]:
     """`preprocess` (its model.py and the shared resize beside it) and the `image_pipeline`
     ensemble in repo, for the image encoder described by meta; returns their names."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     pre = os.path.join(repo, PREPROCESS)
     os.makedirs(os.path.join(pre, VERSION), exist_ok=True)
     with open(os.path.join(pre, CONFIG), "w") as f:
-        f.write(preprocess_config(meta))
+        f.write(preprocess_config(meta) if batching else without_batching(preprocess_config(meta)))
     shutil.copy(os.path.join(here, "encode", "triton_preprocess.py"), os.path.join(pre, VERSION, "model.py"))
     shutil.copy(os.path.join(here, "data", "preprocess.py"), os.path.join(pre, VERSION, "skulens_preprocess.py"))
     ens = os.path.join(repo, IMAGE_PIPELINE)
@@ -100,6 +121,11 @@ def with_backend(config: str, backend: str) -> str:
 # --- paths -------------------------------------------------------------------------
 def model_path(folder: str) -> str:
     return os.path.join(folder, VERSION, "model.onnx")
+
+
+def plan_path(folder: str) -> str:
+    """A TensorRT engine (skulens.encode.tensorrt)."""
+    return os.path.join(folder, VERSION, "model.plan")
 
 
 def tokenizer_path(folder: str) -> str:

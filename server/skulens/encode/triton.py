@@ -43,8 +43,9 @@ def find_install(venv: str | None = None) -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(hits[0])))
 
 
-def prepare_repository(repo: str, dest: str) -> list[str]:
-    """Python-backend copies of the exported models in `dest`; returns their names."""
+def prepare_repository(repo: str, dest: str, batching: bool = True) -> list[str]:
+    """Python-backend copies of the exported models in `dest`; returns their names. batching=False
+    leaves Triton's dynamic batcher off (each request runs alone: the benchmark's comparison)."""
     here = os.path.join(os.path.dirname(__file__), "triton_model.py")
     names = []
     for name in model_repo.MODELS:
@@ -55,6 +56,8 @@ def prepare_repository(repo: str, dest: str) -> list[str]:
             config = model_repo.with_backend(model_repo.read_config(src), "python")
         except ValueError as e:
             raise ValueError(f"{src}: {e}") from None
+        if not batching:
+            config = model_repo.without_batching(config)
         out = os.path.join(dest, name)
         os.makedirs(os.path.join(out, model_repo.VERSION), exist_ok=True)
         with open(os.path.join(out, model_repo.CONFIG), "w") as f:
@@ -66,7 +69,7 @@ def prepare_repository(repo: str, dest: str) -> list[str]:
         os.symlink(os.path.abspath(model_repo.model_path(src)), link)
         names.append(name)
         if name == model_repo.IMAGE:   # raw image bytes in: the ensemble (preprocess is python already)
-            names += model_repo.write_image_pipeline(dest, model_repo.read_meta(src))
+            names += model_repo.write_image_pipeline(dest, model_repo.read_meta(src), batching)
     if not names:
         raise FileNotFoundError(f"no exported encoders in {repo}: run `make models`")
     return names
@@ -84,11 +87,11 @@ class TritonServer:
     `url` is its gRPC address for `encoders.load(..., triton=url)`."""
 
     def __init__(self, model_repo: str, venv: str | None = None, grpc_port: int = 0, threads: int = 0,
-                 log: str | None = None):
+                 log: str | None = None, batching: bool = True):
         self.pkg = find_install(venv)
         self.venv = self.pkg.split(os.sep + "lib" + os.sep)[0]
         self.python = re.search(r"python(3\.\d+)", self.pkg).group(1)   # the venv's Python, for its stub
-        self.model_repo, self.threads = model_repo, threads
+        self.model_repo, self.threads, self.batching = model_repo, threads, batching
         self.grpc_port = grpc_port or _free_port()
         self.url = f"127.0.0.1:{self.grpc_port}"
         self.log_path = log
@@ -104,7 +107,7 @@ class TritonServer:
             raise TritonUnavailable(f"nvidia-pytriton has no python-backend stub for Python {self.python}")
         shutil.copy(stub, os.path.join(backends, "python", "triton_python_backend_stub"))
         repo = os.path.join(work, "models")
-        self.models = prepare_repository(self.model_repo, repo)
+        self.models = prepare_repository(self.model_repo, repo, self.batching)
         return backends, repo
 
     def _libpython_dir(self) -> str:
