@@ -28,12 +28,13 @@ install: deps $(PY) triton
 # NVIDIA Triton for `skulens serve --triton start` and tests/test_triton.py: PyPI's nvidia-pytriton
 # bundles tritonserver with the python backend; it pins numpy < 2, so it gets its own virtualenv,
 # with ONNX Runtime for the python-backend models (skulens/triton_model.py) and Pillow for the
-# ensemble's `preprocess` (skulens/triton_preprocess.py). Only its binary is run.
+# ensemble's `preprocess`, tokenizers for `tokenize` (skulens/triton_preprocess.py, triton_tokenize.py).
+# Only its binary is run.
 TRITON_VENV ?= .venv-triton
-triton: $(TRITON_VENV)/.installed-2
-$(TRITON_VENV)/.installed-2:
+triton: $(TRITON_VENV)/.installed-3
+$(TRITON_VENV)/.installed-3:
 	$(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/pip install -q "nvidia-pytriton==0.7.0" "onnxruntime>=1.18" "numpy<2" "pillow>=10"
+	$(TRITON_VENV)/bin/pip install -q "nvidia-pytriton==0.7.0" "onnxruntime>=1.18" "numpy<2" "pillow>=10" "tokenizers>=0.15"
 	touch $@
 
 # The shipped encoders (trained by skulens_train from training/shipped/*/config) as ONNX.

@@ -53,7 +53,7 @@ def triton(repo):
 
 def test_repository_for_the_python_backend(repo, tmp_path):
     names = prepare_repository(repo, str(tmp_path))
-    assert names == ["image_encoder", "preprocess", "image_pipeline", "text_encoder"]
+    assert names == ["image_encoder", "preprocess", "image_pipeline", "text_encoder", "tokenize", "text_pipeline"]
     assert 'platform: "ensemble"' in (tmp_path / "image_pipeline" / "config.pbtxt").read_text()
     config = (tmp_path / "image_encoder" / "config.pbtxt").read_text()
     assert 'backend: "python"' in config and "onnxruntime" not in config
@@ -89,6 +89,13 @@ def test_the_ensemble_takes_raw_image_bytes(repo, triton):
     x.set_data_from_numpy(np.array([[b] for b in blobs], dtype=object))
     got = client.infer("image_pipeline", [x]).as_numpy("embedding")
     assert np.abs(got - local.embed(blobs)).max() < 1e-5
+    # and text: titles -> tokenize -> text_encoder, as skulens tokenises them
+    titles = ["red leather boot", "blue canvas sneaker", "a wool coat"]
+    t = tc.InferInput("text", [len(titles), 1], "BYTES")
+    t.set_data_from_numpy(np.array([[s.encode()] for s in titles], dtype=object))
+    got = client.infer("text_pipeline", [t]).as_numpy("embedding")
+    assert np.abs(got - encoders.load(repo)["text"].embed(titles)).max() < 1e-5
+    assert encoders.load(repo, triton=triton.url)["text"].remote is not None
 
 
 def test_skulens_sends_bytes_to_the_ensemble_and_refuses_bad_ones_first(repo, triton):

@@ -139,6 +139,8 @@ def export_text(run: str, repo: str, int8: bool = True) -> dict:
                                     "measured": compare_text(image, tmp_fp32, path)}
             shutil.rmtree(tmp_fp32)
             repo_format.write(tmp, meta, repo_format.text_config(int(got.shape[1])))
+    text = os.path.join(repo, repo_format.TEXT)   # text -> embedding on a stock Triton
+    repo_format.write_text_pipeline(repo, repo_format.read_meta(text), repo_format.tokenizer_path(text))
     print(f"wrote {os.path.join(repo, repo_format.TEXT)} (min cosine onnx vs torch {cos:.7f})")
     return meta
 

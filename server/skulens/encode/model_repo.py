@@ -9,6 +9,7 @@ A model repository holds one folder per model, as Triton lays it out:
     <repo>/text_encoder/...              the same, plus 1/tokenizer.json
     <repo>/preprocess/, image_pipeline/  the ensemble a stock Triton serves: image bytes ->
                                          preprocess (python backend) -> image_encoder -> embedding
+    <repo>/tokenize/, text_pipeline/     and text -> tokenize (python backend) -> text_encoder
 
 `skulens-train export` and `training/export_pretrained.py` write models through
 `staged()` + `write()`; the encoders and the Triton launcher read them with
@@ -26,6 +27,7 @@ import shutil
 IMAGE, TEXT = "image_encoder", "text_encoder"
 MODELS = (IMAGE, TEXT)
 PREPROCESS, IMAGE_PIPELINE = "preprocess", "image_pipeline"   # the ensemble: image bytes -> embedding
+TOKENIZE, TEXT_PIPELINE = "tokenize", "text_pipeline"         # and: text -> embedding
 META, CONFIG, VERSION = "skulens.json", "config.pbtxt", "1"
 
 
@@ -108,6 +110,36 @@ def write_image_pipeline(repo: str, meta: dict, batching: bool = True) -> list[s
     with open(os.path.join(ens, CONFIG), "w") as f:
         f.write(pipeline_config(meta))
     return [PREPROCESS, IMAGE_PIPELINE]
+
+
+def write_text_pipeline(repo: str, meta: dict, tokenizer: str) -> list[str]:
+    """`tokenize` (python backend, the model's tokenizer.json beside it) and the `text_pipeline`
+    ensemble: text [B, 1] -> tokenize -> text_encoder -> embedding."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    tok = os.path.join(repo, TOKENIZE)
+    os.makedirs(os.path.join(tok, VERSION), exist_ok=True)
+    with open(os.path.join(tok, CONFIG), "w") as f:
+        f.write(f'name: "{TOKENIZE}"\nbackend: "python"\nmax_batch_size: 64\n'
+                'input [ { name: "text" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+                'output [ { name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] },\n'
+                '         { name: "attention_mask" data_type: TYPE_INT64 dims: [ -1 ] } ]\n'
+                'instance_group [ { kind: KIND_CPU count: 1 } ]\n'
+                f'parameters {{ key: "max_tokens" value: {{ string_value: "{int(meta.get("max_tokens", 128))}" }} }}\n')
+    shutil.copy(os.path.join(here, "triton_tokenize.py"), os.path.join(tok, VERSION, "model.py"))
+    shutil.copy(tokenizer, os.path.join(tok, VERSION, "tokenizer.json"))
+    ens = os.path.join(repo, TEXT_PIPELINE)
+    os.makedirs(os.path.join(ens, VERSION), exist_ok=True)
+    with open(os.path.join(ens, CONFIG), "w") as f:
+        f.write(f'name: "{TEXT_PIPELINE}"\nplatform: "ensemble"\nmax_batch_size: 64\n'
+                'input [ { name: "text" data_type: TYPE_STRING dims: [ 1 ] } ]\n'
+                f'output [ {{ name: "embedding" data_type: TYPE_FP32 dims: [ {int(meta["dim"])} ] }} ]\n'
+                'ensemble_scheduling { step [\n'
+                f'  {{ model_name: "{TOKENIZE}" model_version: -1 input_map {{ key: "text" value: "text" }} '
+                'output_map { key: "input_ids" value: "ids" } output_map { key: "attention_mask" value: "mask" } },\n'
+                f'  {{ model_name: "{TEXT}" model_version: -1 input_map {{ key: "input_ids" value: "ids" }} '
+                'input_map { key: "attention_mask" value: "mask" } '
+                'output_map { key: "embedding" value: "embedding" } } ] }\n')
+    return [TOKENIZE, TEXT_PIPELINE]
 
 
 def with_backend(config: str, backend: str) -> str:

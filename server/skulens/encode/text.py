@@ -27,8 +27,17 @@ class TextEncoder:
         self.tokenizer.enable_truncation(self.max_tokens)
         self.tokenizer.enable_padding()
         self.runner = runner(folder, threads, triton, spin)
+        self.remote = None   # Triton's text_pipeline, when it serves one: titles go there as text
+        if triton:
+            from .runners import TritonRunner
+            try:
+                self.remote = TritonRunner(triton, model_repo.TEXT_PIPELINE)
+            except ConnectionError:
+                pass
 
     def embed(self, texts) -> np.ndarray:
+        if self.remote is not None:
+            return self.remote.run({"text": np.array([[t.encode()] for t in texts], dtype=object)})
         enc = self.tokenizer.encode_batch(list(texts))
         feed = {"input_ids": np.asarray([e.ids for e in enc], np.int64),
                 "attention_mask": np.asarray([e.attention_mask for e in enc], np.int64)}

@@ -70,6 +70,8 @@ def prepare_repository(repo: str, dest: str, batching: bool = True) -> list[str]
         names.append(name)
         if name == model_repo.IMAGE:   # raw image bytes in: the ensemble (preprocess is python already)
             names += model_repo.write_image_pipeline(dest, model_repo.read_meta(src), batching)
+        else:
+            names += model_repo.write_text_pipeline(dest, model_repo.read_meta(src), model_repo.tokenizer_path(src))
     if not names:
         raise FileNotFoundError(f"no exported encoders in {repo}: run `make models`")
     return names
