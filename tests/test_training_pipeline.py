@@ -183,7 +183,7 @@ def test_int8_export_agrees_with_fp32(quick, tmp_path):
     _cli("export", "--run", run, "--model-repo", repo, "--int8")
     meta = json.load(open(os.path.join(repo, "image_encoder", "skulens.json")))
     m = meta["quantization"]["measured"]
-    assert m["cosine int8 vs fp32 (500 catalogue pictures)"]["mean"] > 0.99
+    assert m["int8"]["cosine vs fp32 (500 catalogue pictures)"]["mean"] > 0.99
     assert m["int8"]["MiB"] < 0.5 * m["fp32"]["MiB"]
     assert abs(m["int8"]["category R@1"] - m["fp32"]["category R@1"]) < 0.05
     enc = ImageEncoder(os.path.join(repo, "image_encoder"))
