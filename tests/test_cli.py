@@ -91,3 +91,17 @@ def test_serve_cpus_pins_every_thread_and_a_bad_list_is_one_line(tmp_path):
     finally:
         p.terminate()
         p.wait(30)
+
+
+def test_serve_with_a_store_it_cannot_reach_or_a_bad_shard_says_so_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+    exe = os.path.join(os.path.dirname(sys.executable), "skulens")
+    cmd = [exe, "serve", "--data", str(tmp_path / "d"), "--dim", "4", "--port", "0"]
+    for extra, words in ((["--store", "postgresql://skulens@127.0.0.1:1/x"], "PostgreSQL"),
+                         (["--shard", "3/2", "--store", str(tmp_path / "s.db")], "0 <= i < n"),
+                         (["--shard", "0/2"], "shared store")):
+        r = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and words in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     if args.cmd == "loadgen" and args.total is None and args.duration is None:
         args.total = 200
     import grpc
-    from ..errors import InvalidArgument
+    from ..errors import InvalidArgument, Unavailable
     from . import demo, query, serve
     cmd = {"serve": serve.cmd_serve, "route": serve.cmd_route, "search": query.cmd_search, "ingest": query.cmd_ingest,
            "stats": query.cmd_stats, "demo": demo.cmd_demo, "loadgen": query.cmd_loadgen,
@@ -135,6 +135,9 @@ def main(argv=None) -> int:
         return 1
     except InvalidArgument as e:  # a bad setting (flag, config file, SKULENS_* variable): one line
         print(f"skulens {args.cmd}: {e}", file=sys.stderr)
+        return 2
+    except Unavailable as e:  # what it needs is away (the --store database, a catalogue in use): one line
+        print(f"skulens {args.cmd}: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except OSError as e:  # a file named on the command line (--image, --meta, ...)
         print(f"skulens {args.cmd}: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
