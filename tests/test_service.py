@@ -266,3 +266,28 @@ def test_min_seq_on_a_single_server(client):
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in e.value.details()
     d = client.stub.Delete(pb.DeleteRequest(ids=["m"]), timeout=10)
     assert d.deleted == 1 and d.seq == seq + 1
+
+
+def test_aio_stop_with_an_open_stream_leaves_no_pool_thread_waiting(tmp_path):
+    """A SearchStream still open when the aio server stops: its handler thread on the pool must
+    finish (it waits on the event loop for the next message), or the process hangs at exit."""
+    import queue
+    import threading
+    from skulens.v1 import skulens_pb2_grpc as pbg
+    s = Server(Config(data=str(tmp_path / "d"), dim=4, port=0, server="aio", grace_s=0.5))
+    ch = grpc.insecure_channel(s.target)
+    q = queue.Queue()
+
+    def frames():
+        while (item := q.get()) is not None:
+            yield item
+    call = pbg.ProductSearchStub(ch).SearchStream(frames())
+    q.put(pb.SearchRequest(query=pb.Query(vector=pb.Vector(values=[1, 0, 0, 0])), top_k=1))
+    assert next(call).frame == 0
+    s.stop(0.5)
+    joiner = threading.Thread(target=lambda: s.grpc.pool.shutdown(wait=True), daemon=True)
+    joiner.start()
+    joiner.join(8)
+    q.put(None)
+    ch.close()
+    assert not joiner.is_alive(), "a pool thread still waits on the stopped server's loop"

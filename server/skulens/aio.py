@@ -183,12 +183,14 @@ class AioServer:
 
     def stop(self, grace: float | None) -> threading.Event:
         """Like grpc.Server.stop: refuse new calls, give in-flight ones `grace` s; the event is set
-        once the server has stopped (and the loop with it)."""
+        once the server has stopped."""
         done = threading.Event()
 
         async def stop():
             await self.server.stop(grace)
             done.set()
-        future = asyncio.run_coroutine_threadsafe(stop(), self.loop)
-        future.add_done_callback(lambda _: self.loop.call_soon_threadsafe(self.loop.stop))
+        # The loop keeps running (its thread is a daemon): handlers still on the pool may wait on it
+        # (a cancelled stream's next message); with the loop stopped they would wait forever, and the
+        # process would hang at exit joining them.
+        asyncio.run_coroutine_threadsafe(stop(), self.loop)
         return done
