@@ -53,10 +53,6 @@ class Partition(NamedTuple):
             raise InvalidArgument(f"shard {text!r}: need 0 <= i < n")
         return cls(i, n)
 
-    @property
-    def whole(self) -> bool:
-        return self.count == 1
-
     def holds(self, id_: str) -> bool:
         return self.count == 1 or bucket(id_) % self.count == self.index
 
@@ -74,7 +70,7 @@ class Partition(NamedTuple):
 
 class Changes(NamedTuple):
     """What a replica must apply to go from seq `after` to `upto`."""
-    upserts: list      # Products (with .seq set through the `seqs` list, same order)
+    upserts: list      # Products, in seq order
     seqs: list         # seq of each upserted row
     deletes: list      # ids deleted (and not re-created) in (after, upto]
     upto: int
@@ -97,9 +93,9 @@ def upsert_rows(products: list[Product], seq: int, now: float) -> list[tuple]:
             for p in products]
 
 
-def stack(rows, dim: int, col: int = 1) -> np.ndarray:
-    """The float32 vectors in column `col` of rows, as one (n, dim) array."""
-    return np.frombuffer(b"".join(bytes(r[col]) for r in rows), dtype="<f4").reshape(len(rows), dim)
+def stack(rows, dim: int) -> np.ndarray:
+    """The float32 vectors in the second column of rows (id, vector, ...), as one (n, dim) array."""
+    return np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype="<f4").reshape(len(rows), dim)
 
 
 def is_url(spec: str) -> bool:
