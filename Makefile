@@ -12,9 +12,10 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # Debian packages: the compiler and CMake for the C++ extension, venv, PostgreSQL (the tests start
-# their own server from it: the shared store of scale-out), and the
-# Fashion-MNIST catalogue of the demo. Installed only when missing (needs root).
-DEBS := build-essential cmake python3-venv dataset-fashion-mnist postgresql
+# their own server from it: the shared store of scale-out), the
+# Fashion-MNIST catalogue of the demo, and opencv-doc's photos (the clutter of the independent
+# scanner views, skulens/data/holdout.py, and the real scene box_in_scene.png). Installed only when missing (needs root).
+DEBS := build-essential cmake python3-venv dataset-fashion-mnist postgresql opencv-doc
 deps:
 	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi

@@ -46,8 +46,14 @@ def test_ingest_search_sheet_stats(served, capsys):
                          "--sheet", str(sheet), "--data", str(tmp / "data")]) == 0
     out = capsys.readouterr().out
     assert "1. item3" in out and "[b]" in out and "server: total" in out
-    with Image.open(sheet) as im:
-        assert im.size == (128 * 4, 128 + 28)
+    from skulens.cli.sheet import CAPTION, MIN_H
+    with Image.open(sheet) as im:     # the 48 px query and its hits drawn at the row height, captioned
+        a = np.asarray(im.convert("L"))
+    assert a.shape == (MIN_H + CAPTION + 8, 8 + 4 * (MIN_H + 8))
+    for i in range(4):                # query, then 3 hits: each a picture of the row's height
+        x = 8 + i * (MIN_H + 8)
+        assert a[4:4 + MIN_H, x:x + MIN_H].std() > 20
+        assert (a[MIN_H + 10:MIN_H + 30, x:x + MIN_H] < 100).any(), "no caption"
     assert cli.main(t + ["upsert", "--id", "new", "--image", str(folder / "item5.png"), "--title", "new one",
                          "--category", "c", "--attr", "color=red"]) == 0
     assert "upserted new" in capsys.readouterr().out

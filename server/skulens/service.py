@@ -307,6 +307,8 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
 
     @_rpc
     def Stats(self, request: pb.StatsRequest, context) -> pb.StatsResponse:
+        if request.min_seq:
+            _wait_seq(self.catalog, request.min_seq, context)
         st = self.catalog.stats()
         st["encoders"] = {k: e.name for k, e in self.encoders.items()}
         st["pid"] = os.getpid()  # which process answered (several serve one port with --workers)

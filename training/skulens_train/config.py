@@ -31,6 +31,7 @@ class Data:
     train_limit: int = 0         # 0: all 60,000 training articles
     classes: list[int] = field(default_factory=list)   # empty: all ten (incremental runs restrict them)
     augment: bool = True         # queries are scanner views; False: the clean image itself
+    views: str = "standard"      # standard | wide (skulens.data.views.ViewSpec.wide(): randomised, wider)
     classes_per_batch: int = 0   # >0: batches drawn from this many categories (harder negatives)
 
 

@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from .models import normalise_pixels
+from skulens.data import holdout
 from skulens.data.views import EVAL_BACKGROUNDS, ViewMaker
 
 KS = (1, 5, 10)
@@ -80,6 +81,11 @@ class Benchmark:
         self.test = fashion_mnist("test", size, catalogue)
         self.queries = min(queries, len(self.test))
         self.query_idx, self.views = held_out_views(self.test.raw, size, self.queries, seed)
+        # The independent protocol (skulens.data.holdout): the same articles as JPEG frames of 80-128 px
+        # through the serving preprocessing; nothing in training draws from it.
+        frames = holdout.HoldoutViews(self.test.raw, seed=seed)
+        self.holdout = np.concatenate([holdout.decode(frames(self.query_idx[a:a + 512]), size) for a in
+                                       tqdm(range(0, self.queries, 512), desc="holdout views", leave=False)])
 
     def run(self, model, name: str = "model", attack: tuple[int, float, int] | None = None,
             embed_fn=None, query_model=None) -> dict:
@@ -100,6 +106,11 @@ class Benchmark:
         inst = recall_map(q, g, self.query_idx, np.arange(len(g)))
         res.update({f"instance {k}": v for k, v in inst.items() if k != "mAP@R"})
         res["view category R@1"] = top1_category(q, g, labels, labels[self.query_idx])
+        h = embed_fn(self.holdout, f"{name}: holdout", query_model) if query_model is not None else \
+            embed_fn(self.holdout, f"{name}: holdout")
+        hold = recall_map(h, g, self.query_idx, np.arange(len(g)))
+        res.update({f"holdout instance {k}": v for k, v in hold.items() if k != "mAP@R"})
+        res["holdout view category R@1"] = top1_category(h, g, labels, labels[self.query_idx])
         res["batch encode ms/image"] = per_image_ms
         if attack is not None and model is not None:
             res.update(self.attacked(model, g, *attack))

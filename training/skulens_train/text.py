@@ -25,28 +25,34 @@ from . import config as C
 from .loop import Loop
 from .losses import infonce
 
-SYNONYMS = {  # class -> (training words, held-out words)
-    0: (["t-shirt", "top"], ["tee", "short-sleeved top"]),
-    1: (["trousers", "pants"], ["jeans", "slacks"]),
-    2: (["pullover", "sweater"], ["jumper", "knitted jumper"]),
-    3: (["dress", "summer dress"], ["gown", "frock"]),
-    4: (["coat", "jacket"], ["overcoat", "parka"]),
-    5: (["sandal", "flip-flop"], ["strappy sandals", "slides"]),
-    6: (["shirt", "button-down shirt"], ["blouse", "flannel shirt"]),
-    7: (["sneaker", "trainer"], ["running shoe", "canvas shoe"]),
-    8: (["bag", "handbag"], ["tote", "purse"]),
-    9: (["ankle boot", "boot"], ["chelsea boot", "bootie"]),
+# Class -> (training words, held-out words). Training words hold every class's name as the catalogue
+# spells it (datasets.CLASSES, added in titles()) and singular and plural forms: MiniLM's word pieces
+# split "trouser" into "tr ##ouse ##r", a sentence vector unrelated to "trousers"; a projection trained
+# on the plural alone mapped the catalogue's own word "Trouser" onto sneakers (issue 22).
+SYNONYMS = {
+    0: (["t-shirt", "top", "t-shirts", "tops", "tshirt"], ["tee", "short-sleeved top"]),
+    1: (["trousers", "pants", "trouser", "pant"], ["jeans", "slacks"]),
+    2: (["pullover", "sweater", "pullovers", "sweaters"], ["jumper", "knitted jumper"]),
+    3: (["dress", "summer dress", "dresses"], ["gown", "frock"]),
+    4: (["coat", "jacket", "coats", "jackets"], ["overcoat", "parka"]),
+    5: (["sandal", "flip-flop", "sandals", "flip-flops"], ["strappy sandals", "slides"]),
+    6: (["shirt", "button-down shirt", "shirts"], ["blouse", "flannel shirt"]),
+    7: (["sneaker", "trainer", "sneakers", "trainers"], ["running shoe", "canvas shoe"]),
+    8: (["bag", "handbag", "bags", "handbags"], ["tote", "purse"]),
+    9: (["ankle boot", "boot", "ankle boots", "boots"], ["chelsea boot", "bootie"]),
 }
-TRAIN_TEMPLATES = ("{}", "a {}", "women's {}", "men's {}", "classic {}", "{} (Fashion-MNIST article)")
+TRAIN_TEMPLATES = ("{}", "a {}", "the {}", "women's {}", "men's {}", "classic {}", "{} for sale",
+                   "a picture of a {}", "{} (Fashion-MNIST article)")
 TEST_TEMPLATES = ("photo of a {}", "new {} in stock", "{}, size M", "cheap {} on sale")
 
 
 def titles(split: str) -> tuple[list[str], np.ndarray]:
     words = 0 if split == "train" else 1
     tpl = TRAIN_TEMPLATES if split == "train" else TEST_TEMPLATES
+    from skulens.data.datasets import CLASSES
     out, labels = [], []
     for c, syn in SYNONYMS.items():
-        for w in syn[words]:
+        for w in ([CLASSES[c]] if split == "train" else []) + syn[words]:
             for t in tpl:
                 out.append(t.format(w))
                 labels.append(c)

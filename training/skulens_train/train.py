@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
-from skulens.data.views import ViewMaker
+from skulens.data.views import ViewMaker, ViewSpec
 
 from . import config as C
 from .data import Items, fashion_mnist, folder
@@ -193,7 +193,10 @@ def fit(cfg: C.Config, run_dir: str, items: Items | None = None, progress: bool 
     if items is None and cfg.data.folder:
         items = folder(cfg.data.folder, cfg.data.meta, cfg.model.input_size)
     items = items or fashion_mnist("train", cfg.model.input_size, cfg.data.train_limit, cfg.data.classes)
-    views = ViewMaker(items.raw, cfg.model.input_size, seed=cfg.seed)
+    if cfg.data.views not in ("standard", "wide"):
+        raise ValueError(f"data.views must be standard or wide, not {cfg.data.views!r}")
+    views = ViewMaker(items.raw, cfg.model.input_size, seed=cfg.seed,
+                      spec=ViewSpec.wide() if cfg.data.views == "wide" else ViewSpec())
     encoder = build_model(cfg)
     obj = Objective(cfg, encoder, len(items.categories))
     old = load_run(cfg.compat.old_run)[1] if cfg.compat.old_run else None

@@ -50,25 +50,10 @@ def print_hits(r) -> None:
           f"encode {t.encode_us}, search {t.search_us}){' cache hit' if t.cache_hit else ''}")
 
 
-def contact_sheet(path: str, query: bytes | None, hits, client) -> None:
-    """The query beside its hits' reference thumbnails (fetched through the API)."""
-    from PIL import Image, ImageDraw
-    side = 128
-    sheet = Image.new("RGB", (side * (len(hits) + 1), side + 28), "white")
-    draw = ImageDraw.Draw(sheet)
-    if query:
-        q = Image.open(io.BytesIO(query)).convert("RGB")
-        q.thumbnail((side, side))
-        sheet.paste(q, (0, 0))
-        draw.text((4, side + 6), "query", fill="black")
-    for i, h in enumerate(hits, 1):
-        t = client.thumbnail(h.product_id)
-        if t:
-            im = Image.open(io.BytesIO(t)).convert("RGB")
-            im = im.resize((side, side * im.height // max(1, im.width)), Image.NEAREST)
-            sheet.paste(im, (i * side, 0))
-        draw.text((i * side + 4, side + 6), f"{h.product_id} {h.score:.3f}", fill="black")
-    sheet.save(path)
+def contact_sheet(path: str, query: bytes | None, hits, client, regions=()) -> None:
+    """The query beside its hits' reference thumbnails (fetched through the API): cli/sheet.py."""
+    from .sheet import draw_sheet
+    draw_sheet(path, query, hits, client.thumbnail, regions)
     print(f"  wrote {path}")
 
 

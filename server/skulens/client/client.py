@@ -153,9 +153,9 @@ class Client:
         req = pb.EmbedRequest(image=image) if image is not None else pb.EmbedRequest(text=text)
         return list(self.stub.Embed(req, **self._kw()).vector)
 
-    def stats(self) -> dict:
+    def stats(self, min_seq: int = 0) -> dict:
         import json
-        return json.loads(self.stub.Stats(pb.StatsRequest(), **self._kw()).json)
+        return json.loads(self.stub.Stats(pb.StatsRequest(min_seq=min_seq), **self._kw()).json)
 
 
 class AsyncClient:
@@ -196,7 +196,7 @@ class AsyncClient:
                                                                include_thumbnail=include_thumbnail),
                                           timeout=self.timeout, metadata=self.metadata)
 
-    async def stats(self) -> dict:
+    async def stats(self, min_seq: int = 0) -> dict:
         import json
-        r = await self.stub.Stats(pb.StatsRequest(), timeout=self.timeout, metadata=self.metadata)
+        r = await self.stub.Stats(pb.StatsRequest(min_seq=min_seq), timeout=self.timeout, metadata=self.metadata)
         return json.loads(r.json)

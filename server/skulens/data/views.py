@@ -17,7 +17,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from .preprocess import fit_square
 
@@ -37,6 +37,21 @@ class ViewSpec:
     jpeg: tuple[int, int] = (35, 95)
     brightness: tuple[float, float] = (0.6, 1.4)
     contrast: tuple[float, float] = (0.6, 1.3)
+    # Randomised extras, off in the standard protocol; `wide()` turns them on for training.
+    synthetic: float = 0.0                        # share of frames on procedural clutter, not a photo
+    cast: float = 0.15                            # per-channel gain spread of the light
+    smear: float = 0.0                            # chance of a directional (motion-like) smear
+    cover: float = 0.0                            # chance of a shape covering part of the object
+    gamma: tuple[float, float] = (1.0, 1.0)
+
+    @staticmethod
+    def wide() -> "ViewSpec":
+        """Training's randomised views: wider ranges, procedural clutter (domain randomisation, so the
+        model cannot learn a dozen photos as "background"), smears, covers, gamma and colour casts.
+        Evaluation keeps the standard protocol, and skulens.data.holdout is the one nobody trains on."""
+        return ViewSpec(fill=(0.4, 1.0), max_rotation=25.0, perspective=0.18, blur=(0.0, 1.6), noise=(0.0, 16.0),
+                        jpeg=(25, 95), brightness=(0.5, 1.5), contrast=(0.5, 1.4), synthetic=0.4, cast=0.3,
+                        smear=0.3, cover=0.25, gamma=(0.7, 1.5))
 
 
 def _photo(name: str) -> np.ndarray:
@@ -45,6 +60,28 @@ def _photo(name: str) -> np.ndarray:
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
     return np.ascontiguousarray(a[..., :3].astype(np.uint8))
+
+
+def synthetic_clutter(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A procedural background: a colour gradient under random shapes, stripes and lines."""
+    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    t = np.linspace(0, 1, size, dtype=np.float32)[:, None, None]
+    im = Image.fromarray((c0 * (1 - t) + c1 * t).repeat(size, 1).astype(np.uint8))
+    d = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(3, 14))):
+        box = sorted(rng.integers(-size // 4, size + size // 4, 2)), sorted(rng.integers(-size // 4, size + size // 4, 2))
+        xy = [box[0][0], box[1][0], box[0][1] + 2, box[1][1] + 2]
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        kind = rng.integers(3)
+        if kind == 0:
+            d.rectangle(xy, fill=fill)
+        elif kind == 1:
+            d.ellipse(xy, fill=fill)
+        else:
+            d.line(xy, fill=fill, width=int(rng.integers(1, max(2, size // 10))))
+    if rng.random() < 0.5:
+        im = im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 2.5))))
+    return np.asarray(im, np.float32)
 
 
 class Backgrounds:
@@ -94,17 +131,32 @@ def scanner_view(item: np.ndarray, rng: np.random.Generator, size: int, backgrou
         alpha, obj = np.clip(obj / 40.0, 0, 1)[..., None], obj[..., None]
     else:
         alpha = warp(np.full((h, w), 255, np.uint8))[..., None] / 255.0
-    fg = obj * rng.uniform(0.85, 1.15, 3).astype(np.float32)  # colour cast of the light
-    out = backgrounds.crop(rng, size) * (1 - alpha) + fg * alpha
+    fg = obj * rng.uniform(1 - spec.cast, 1 + spec.cast, 3).astype(np.float32)  # colour cast of the light
+    clutter = backgrounds.crop if rng.random() >= spec.synthetic else synthetic_clutter
+    if spec.cover and rng.random() < spec.cover:   # something in front of part of the object
+        patch = clutter(rng, size)
+        m = Image.new("L", (size, size))
+        r = side * rng.uniform(0.12, 0.3)
+        x, y = cx + rng.uniform(-side, side) / 2, cy + rng.uniform(-side, side) / 2
+        ImageDraw.Draw(m).ellipse([x - r, y - r * rng.uniform(0.5, 2), x + r, y + r], fill=255)
+        cm = np.asarray(m, np.float32)[..., None] / 255.0
+        fg, alpha = fg * (1 - cm) + patch * cm, np.maximum(alpha, cm)
+    out = clutter(rng, size) * (1 - alpha) + fg * alpha
     # Uneven light: a brightness ramp across the frame, then global contrast.
     ramp = np.linspace(rng.uniform(*spec.brightness), rng.uniform(*spec.brightness), size, dtype=np.float32)
     out = out * (ramp[None, :, None] if rng.random() < 0.5 else ramp[:, None, None])
     c = rng.uniform(*spec.contrast)
     out = (out - out.mean()) * c + out.mean()
+    if spec.gamma != (1.0, 1.0):
+        out = 255.0 * (np.clip(out, 0, 255) / 255.0) ** rng.uniform(*spec.gamma)
     im = Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
     r = rng.uniform(*spec.blur)
     if r > 0.05:
         im = im.filter(ImageFilter.GaussianBlur(r))
+    if spec.smear and rng.random() < spec.smear:   # a shake: the frame averaged along a direction
+        a, t, k = np.asarray(im, np.float32), rng.uniform(0, np.pi), int(rng.integers(2, 6))
+        im = Image.fromarray(np.mean([np.roll(a, (round(i * np.sin(t)), round(i * np.cos(t))), (0, 1))
+                                      for i in range(k)], 0).astype(np.uint8))
     a = np.asarray(im, np.float32) + rng.normal(0, rng.uniform(*spec.noise), (size, size, 3)).astype(np.float32)
     buf = io.BytesIO()
     Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=int(rng.integers(spec.jpeg[0],

@@ -226,8 +226,10 @@ class EmbedResponse(_message.Message):
     def __init__(self, vector: _Optional[_Iterable[float]] = ..., model: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("min_seq",)
+    MIN_SEQ_FIELD_NUMBER: _ClassVar[int]
+    min_seq: int
+    def __init__(self, min_seq: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("products", "dim", "json")
