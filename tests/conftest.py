@@ -40,3 +40,15 @@ def postgres():
 def pg_url(postgres):
     """The URL of a fresh, empty database on the session's PostgreSQL."""
     return postgres.database()
+
+
+@pytest.fixture(scope="session")
+def shipped_repo(tmp_path_factory):
+    """The shipped encoders (training/shipped: main + text-minilm) exported to ONNX once per session,
+    as `make models` does; the tests of what users see (text words, scenes) search with them."""
+    pytest.importorskip("torch", reason="exporting the shipped encoders needs torch (pip install torch==2.13.0)")
+    from skulens_train.export import export
+    root = os.path.join(os.path.dirname(__file__), "..", "training", "shipped")
+    repo = str(tmp_path_factory.mktemp("shipped_repo"))
+    export(os.path.join(root, "main"), repo, text_run=os.path.join(root, "text-minilm"))
+    return repo

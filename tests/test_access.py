@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from skulens.client import Client
 from skulens.security.keys import KeyStore
 from skulens.server import Config, Server
+from skulens.v1 import skulens_pb2 as pb
 
 D = 8
 OK, UNAUTH, DENIED = grpc.StatusCode.OK, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED
@@ -45,8 +46,15 @@ CALLS = {  # RPC -> (call on a Client, the role it needs)
     "UpsertStream": (lambda c: c.upsert_stream([[dict(id="w2", vector=np.ones(D))]]), "write"),
     "Delete": (lambda c: c.delete(["nobody"]), "write"),
     "Embed": (lambda c: c.embed(text="boots"), "read"),   # past auth: UNIMPLEMENTED (no text encoder here)
+    "SearchScene": (lambda c: c.search_scene(b"\x89PNG"), "read"),   # past auth: UNIMPLEMENTED (no image encoder)
+    "SearchSceneStream": (lambda c: list(c.search_scene_stream([b"\x89PNG"])), "read"),
 }
+NO_ENCODER = {"Embed", "SearchScene", "SearchSceneStream"}
 RANK = {None: -1, "read": 0, "write": 1, "admin": 2}
+
+
+def test_every_rpc_of_the_proto_is_checked():
+    assert set(CALLS) == set(pb.DESCRIPTOR.services_by_name["ProductSearch"].methods_by_name)
 
 
 @pytest.mark.parametrize("rpc", sorted(CALLS))
@@ -61,7 +69,7 @@ def test_every_rpc_with_every_kind_of_key(secured, rpc, role):
             code = OK
         except grpc.RpcError as e:
             code, msg = e.code(), e.details()
-    passed = OK if rpc != "Embed" else grpc.StatusCode.UNIMPLEMENTED
+    passed = OK if rpc not in NO_ENCODER else grpc.StatusCode.UNIMPLEMENTED
     want = UNAUTH if role in (None, "bogus") else (passed if RANK[role] >= RANK[needs] else DENIED)
     assert code == want, (rpc, role)
     if code == DENIED:

@@ -2,33 +2,24 @@
 catalogue spells it, and the words shoppers type, find that category (issue 22: "Trouser" and
 "a photo of a trouser" used to return sneakers and ankle boots, precision@10 = 0)."""
 
-import os
-
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="exporting the shipped encoders needs torch (pip install torch==2.13.0)")
-
-from skulens.data import datasets  # noqa: E402
+from skulens.data import datasets
 
 pytestmark = pytest.mark.skipif(not datasets.available(), reason="apt-get install dataset-fashion-mnist")
-ROOT = os.path.join(os.path.dirname(__file__), "..")
 SYNONYMS = {"pants": 1, "jeans": 1, "trousers": 1, "a photo of a trouser": 1, "boots": 9, "handbag": 8,
             "t-shirt": 0, "a photo of a sneaker": 7, "sweater": 2, "jacket": 4}
 N = 1000   # test articles in the catalogue: ~100 per category
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, shipped_repo):
     from skulens import encode
     from skulens.client import Client
     from skulens.data.sources import png
     from skulens.server import Config, Server
-    from skulens_train.export import export
-    repo = str(tmp_path_factory.mktemp("repo"))
-    export(os.path.join(ROOT, "training", "shipped", "main"), repo,
-           text_run=os.path.join(ROOT, "training", "shipped", "text-minilm"))
-    encs = encode.load(repo)
+    encs = encode.load(shipped_repo)
     s = Server(Config(data=str(tmp_path_factory.mktemp("data")), dim=encs["image"].dim, port=0), encoders=encs)
     images, labels = datasets.load("test")
     with Client(s.target, timeout=60) as c:

@@ -15,6 +15,8 @@ MAX_THUMBNAIL = 1 << 20       # a stored reference thumbnail, bytes
 
 # Searches
 MAX_TOP_K = 1000              # hits one search returns
+MAX_REGIONS = 32              # regions one SearchScene returns
+MAX_CANDIDATES = 96           # regions a SearchScene embeds (the encoder's batch: the cost of a scene)
 MAX_EF = 10_000               # the HNSW walk's candidate list
 MODES = ("auto", "exact", "ann")
 MAX_SEQ_WAIT_S = 10.0         # a Search's min_seq wait, whatever its deadline

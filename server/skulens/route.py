@@ -177,6 +177,13 @@ class RouteService(pb_grpc.ProductSearchServicer):
         except _ERRORS as e:
             _abort(context, e)
 
+    def SearchScene(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "SearchScene is not routed over shards yet: send it to a "
+                      "server that holds the whole catalogue (skulens serve without --shard)")
+
+    def SearchSceneStream(self, request_iterator, context):
+        self.SearchScene(None, context)
+
     @_forward
     def Upsert(self, request, context):
         return self._one("Upsert", request, context)

@@ -18,6 +18,7 @@ import numpy as np
 from .catalog import Catalog, Product
 from .errors import DeadlineExceeded, InvalidArgument, NotFound, SkulensError, Unavailable, Unimplemented
 from .fusion import Fusion
+from .scene import SceneTracks, search_scene
 from .limits import MAX_ID_BYTES, MAX_SEQ_WAIT_S, MAX_TOP_K
 from .security.auth import caller
 from .security.images import scrub
@@ -185,6 +186,49 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
                     h.sku, h.title, h.category = p.sku, p.title, p.category
         timings.total_us = (time.perf_counter_ns() - t0) // 1000
         return out
+
+    # --- scenes --------------------------------------------------------------------
+    def _scene(self, request: pb.SceneRequest, context, tracks=None) -> pb.SceneResponse:
+        t0 = time.perf_counter_ns()
+        enc = self.encoders.get("image")
+        if enc is None:
+            raise Unimplemented("this server has no image encoder loaded")
+        if not request.image:
+            raise InvalidArgument("set image: the picture of the scene")
+        filters = _filters(request.filter)
+        if request.min_seq:
+            _wait_seq(self.catalog, request.min_seq, context)
+        out = pb.SceneResponse(seq=self.catalog.seq)
+        regions, out.candidates = search_scene(enc, self.catalog, request.image, request.top_k, request.max_regions,
+                                               request.min_objectness, filters, out.timings)
+        meta = self.catalog.get_many(list({h.id for _, _, hits in regions for h in hits})) if request.include_metadata \
+            else {}
+        for box, objectness, hits in regions:
+            r = out.regions.add(box=pb.Box(x0=box[0], y0=box[1], x1=box[2], y1=box[3]), objectness=objectness)
+            for h in hits:
+                p = meta.get(h.id)
+                r.hits.add(product_id=h.id, score=h.score, **({"sku": p.sku, "title": p.title, "category": p.category}
+                                                               if p is not None else {}))
+            if tracks is not None:
+                r.track, fused, r.stable, leader, _ = tracks.assign(np.asarray(box), {h.id: h.score for h in hits})
+                r.fused.extend(pb.Hit(product_id=i, score=sc) for i, sc in fused[:len(hits)])
+                r.stable_product_id = leader if r.stable else ""
+        out.timings.total_us = (time.perf_counter_ns() - t0) // 1000
+        return out
+
+    @_rpc
+    def SearchScene(self, request: pb.SceneRequest, context) -> pb.SceneResponse:
+        return self._scene(request, context)
+
+    def SearchSceneStream(self, request_iterator, context):
+        tracks = SceneTracks()
+        try:
+            if self.catalog is None:
+                raise Unavailable("the server is still loading its catalogue")
+            for frame, req in enumerate(request_iterator):
+                yield self._scene(req, context, tracks)
+        except SkulensError as e:
+            context.abort(getattr(grpc.StatusCode, e.grpc_code), scrub(f"frame {locals().get('frame', 0)}: {e}"))
 
     # --- writes --------------------------------------------------------------------
     def _product(self, p: pb.Product, timings: pb.Timings, embedded=None) -> Product:

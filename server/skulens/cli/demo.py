@@ -29,6 +29,26 @@ def _jpeg(a) -> bytes:
     return buf.getvalue()
 
 
+def _scene(c, args) -> None:
+    """A shelf scene composed of catalogue articles (skulens.data.scenes): every product in one picture."""
+    from ..data import datasets
+    from ..data.scenes import SceneMaker
+    from .query import contact_sheet, print_regions
+    images, _ = datasets.load("train")
+    try:
+        scene = SceneMaker(images[:min(args.limit or 60_000, 60_000)], seed=args.seed)(0)
+    except FileNotFoundError as e:   # opencv-doc's clutter photos
+        print(f"\nno shelf-scene query: {e}")
+        return
+    r = c.search_scene(scene.jpeg, top_k=3, include_metadata=True)
+    shown = ", ".join(f"fmnist-train-{i:05d}" for i in scene.items)
+    print(f"\nquery: a shelf scene of {len(scene.items)} articles ({shown}), 640 x 480")
+    print_regions(r)
+    if args.sheet:
+        contact_sheet(args.sheet, scene.jpeg, [g.hits[0] for g in r.regions], c,
+                      [((g.box.x0, g.box.y0, g.box.x1, g.box.y1), g.objectness, g.hits[0]) for g in r.regions])
+
+
 def cmd_demo(args) -> int:
     """Fashion-MNIST catalogue -> server -> sample image queries -> clean stop."""
     from .. import encode
@@ -68,6 +88,7 @@ def cmd_demo(args) -> int:
                 how = "in the image space" if encs["text"].dim == encs["image"].dim else "against the titles"
                 print(f"\nquery: the text {text!r} (searched {how})")
                 print_hits(r)
+            _scene(c, args)
     finally:
         server.stop()
         print("\nserver stopped cleanly")

@@ -4,6 +4,7 @@
     skulens serve --workers [N] [--store postgresql://...] [--shard 0/2]   # replicas of one store
     skulens route --shards "h1:50051,h2:50051;h3:50051,h4:50051"           # one front end over shards
     skulens search --image shoe.jpg --top-k 5 [--filter "category=sneakers"] [--sheet out.png]
+    skulens search --image shelf.jpg --scene --sheet regions.png   # every product in the picture
     skulens upsert --id sku-1 --image shoe.jpg --title "red sneaker" --category sneakers --attr color=red
     skulens ingest --fashion-mnist            # or: --folder imgs/ --meta products.jsonl
     skulens stats
@@ -85,6 +86,7 @@ def main(argv=None) -> int:
     s.add_argument("--top-k", type=int, default=5)
     s.add_argument("--filter")
     s.add_argument("--mode", default="auto", choices=list(MODES))
+    s.add_argument("--scene", action="store_true", help="--image is a scene: find every product in it (SearchScene)")
     s.add_argument("--sheet", help="write the query beside its hits' thumbnails to this PNG")
     s.add_argument("--data", help=argparse.SUPPRESS)  # was the catalogue folder for --sheet; the API serves thumbnails now
     s = sub.add_parser("upsert", help="insert or replace one product")
@@ -118,6 +120,7 @@ def main(argv=None) -> int:
     s.add_argument("--limit", type=int, help="ingest only this many articles (default: all 70,000)")
     s.add_argument("--queries", type=int, default=3)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--sheet", help="draw the shelf-scene query, its regions and their best hits to this PNG")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "loadgen" and args.total is None and args.duration is None:

@@ -24,12 +24,37 @@ def cmd_search(args) -> int:
     if not kw:
         print("give --image, --text, --product-id or --vector", file=sys.stderr)
         return 2
+    if args.scene:
+        return _scene(args, kw)
     with client(args) as c:
         r = c.search_full(top_k=args.top_k, filters=args.filter, mode=args.mode, include_metadata=True, **kw)
         print_hits(r)
         if args.sheet:
             contact_sheet(args.sheet, kw.get("image"), r.hits, c)
     return 0
+
+
+def _scene(args, kw) -> int:
+    if "image" not in kw:
+        print("--scene needs --image", file=sys.stderr)
+        return 2
+    with client(args) as c:
+        r = c.search_scene(kw["image"], top_k=args.top_k, filters=args.filter, include_metadata=True)
+        print_regions(r)
+        if args.sheet:
+            contact_sheet(args.sheet, kw["image"], [g.hits[0] for g in r.regions], c,
+                          [((g.box.x0, g.box.y0, g.box.x1, g.box.y1), g.objectness, g.hits[0]) for g in r.regions])
+    return 0
+
+
+def print_regions(r) -> None:
+    for i, g in enumerate(r.regions, 1):
+        b = g.box
+        best = ", ".join(f"{h.product_id} {h.score:.3f}" for h in g.hits[:3])
+        print(f"  region {i}: box ({b.x0}, {b.y0})-({b.x1}, {b.y1}) objectness {g.objectness:.3f}: {best}")
+    t = r.timings
+    print(f"  server: total {t.total_us} us (decode {t.decode_us}, propose {t.propose_us}, encode {t.encode_us} "
+          f"for {r.candidates} candidate regions, search {t.search_us})")
 
 
 def _image_or_vector(args) -> dict:

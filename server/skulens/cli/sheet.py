@@ -56,7 +56,7 @@ def draw_sheet(path: str, query: bytes | None, hits, thumbnail, regions=()) -> N
             colour = PALETTE[i % len(PALETTE)]
             b = [x + box[0] * scale, 4 + box[1] * scale, x + box[2] * scale, 4 + box[3] * scale]
             draw.rectangle(b, outline=colour, width=3)
-            label = f"{i + 1}: {best.title or best.product_id} {best.score:.2f}" if best is not None else f"{i + 1}"
+            label = f"{i + 1}  {score:.2f}"     # the caption under hit i + 1 names the product
             draw.text((b[0] + 3, b[1] + 2), label, fill=colour, font=small, stroke_width=2, stroke_fill="white")
         draw.text((x, h + 10), "query" + (f" ({len(regions)} regions)" if regions else ""), fill="black", font=big)
         x += qs.width + 8

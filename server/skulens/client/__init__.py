@@ -7,7 +7,7 @@
             print(hit.product_id, hit.score)
 """
 
-from .client import MODES, AsyncClient, Client, product_message, search_request
+from .client import MODES, AsyncClient, Client, product_message, scene_request, search_request
 from .ingest import ingest
 
-__all__ = ["Client", "AsyncClient", "search_request", "product_message", "ingest", "MODES"]
+__all__ = ["Client", "AsyncClient", "search_request", "scene_request", "product_message", "ingest", "MODES"]

@@ -63,6 +63,12 @@ def search_request(*, image: bytes | None = None, text: str | None = None, vecto
                             include_metadata=include_metadata, min_seq=min_seq)
 
 
+def scene_request(image: bytes, top_k: int = 5, max_regions: int = 0, min_objectness: float = 0.0, filters=None,
+                  include_metadata: bool = False, min_seq: int = 0) -> pb.SceneRequest:
+    return pb.SceneRequest(image=image, top_k=top_k, max_regions=max_regions, min_objectness=min_objectness,
+                           filter=_filter(filters), include_metadata=include_metadata, min_seq=min_seq)
+
+
 def product_message(p) -> pb.Product:
     """A dict or an object with the same fields (skulens.catalog.Product) as the wire message."""
     d = p if isinstance(p, dict) else {k: getattr(p, k) for k in ("id", "sku", "title", "category", "attributes",
@@ -130,6 +136,16 @@ class Client:
     def search_stream(self, frames: Iterable[dict]):
         """Yield a StreamHits per frame; each frame is search()'s keyword arguments."""
         return self.stub.SearchStream((search_request(**f) for f in frames), metadata=self.metadata)
+
+    def search_scene(self, image: bytes, top_k: int = 5, max_regions: int = 0, min_objectness: float = 0.0,
+                     filters=None, include_metadata: bool = False, min_seq: int = 0) -> pb.SceneResponse:
+        """Every product in one picture: regions (box, objectness, hits), best first."""
+        return self.stub.SearchScene(scene_request(image, top_k, max_regions, min_objectness, filters,
+                                                   include_metadata, min_seq), **self._kw())
+
+    def search_scene_stream(self, frames: Iterable[bytes], **kw):
+        """Yield a SceneResponse per frame, its regions tracked across frames."""
+        return self.stub.SearchSceneStream((scene_request(f, **kw) for f in frames), metadata=self.metadata)
 
     def upsert(self, products: Iterable) -> pb.UpsertResponse:
         return self.stub.Upsert(pb.UpsertRequest(products=[product_message(p) for p in products]), **self._kw())

@@ -17,7 +17,7 @@ import numpy as np
 from ..data.preprocess import fit_square
 from ..errors import InvalidArgument
 from ..security.images import ImagePolicy, scrub
-from . import model_repo
+from . import model_repo, regions
 from .cache import QueryCache
 from .runners import runner
 
@@ -129,6 +129,24 @@ class ImageEncoder:
         self.cache.put(key, v)
         return v
 
+    def decode_scene(self, data: bytes, side: int = 1024):
+        """Bytes -> (upright RGB PIL image with its longer side near `side`, the factor back to the
+        picture's pixels): a scene is searched in its regions, so it is not shrunk to the model's size."""
+        from PIL import Image, ImageOps
+        im = self.policy.open(data)
+        sent = max(im.size)    # a turn by EXIF swaps the sides, never changes the longer one
+        try:
+            if im.format == "JPEG":
+                im.draft("RGB", (side, side))
+            im.load()
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            full = max(im.size)
+            if full > side:
+                im = im.resize((max(1, im.width * side // full), max(1, im.height * side // full)), Image.BILINEAR)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise InvalidArgument(f"cannot decode the image ({len(data)} bytes): {scrub(str(e))}") from None
+        return im, sent / max(im.size)
+
     def thumbnail(self, data: bytes, side: int = 128) -> bytes:
         im = self.decode(data)
         im.thumbnail((side, side))
@@ -138,3 +156,4 @@ class ImageEncoder:
 
     def warm_up(self) -> None:
         self.encode(np.zeros((1, 3, self.size, self.size), np.float32))
+        regions.warm_up_in_background()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18skulens/v1/skulens.proto\x12\nskulens.v1\"l\n\x05Query\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12$\n\x06vector\x18\x03 \x01(\x0b\x32\x12.skulens.v1.VectorH\x00\x12\x14\n\nproduct_id\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\",\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x12\n\nle_float32\x18\x02 \x01(\x0c\"\"\n\x04Term\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\'\n\x06\x43lause\x12\x1d\n\x03\x61ny\x18\x01 \x03(\x0b\x32\x10.skulens.v1.Term\"=\n\x06\x46ilter\x12\x1f\n\x03\x61ll\x18\x01 \x03(\x0b\x32\x12.skulens.v1.Clause\x12\x12\n\nexpression\x18\x02 \x01(\t\"\xbb\x01\n\rSearchRequest\x12 \n\x05query\x18\x01 \x01(\x0b\x32\x11.skulens.v1.Query\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\"\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x12.skulens.v1.Filter\x12\x1e\n\x04mode\x18\x04 \x01(\x0e\x32\x10.skulens.v1.Mode\x12\n\n\x02\x65\x66\x18\x05 \x01(\x05\x12\x18\n\x10include_metadata\x18\x06 \x01(\x08\x12\x0f\n\x07min_seq\x18\x07 \x01(\x03\"V\n\x03Hit\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\"~\n\x07Timings\x12\x11\n\tdecode_us\x18\x01 \x01(\x03\x12\x15\n\rpreprocess_us\x18\x02 \x01(\x03\x12\x11\n\tencode_us\x18\x03 \x01(\x03\x12\x11\n\tsearch_us\x18\x04 \x01(\x03\x12\x10\n\x08total_us\x18\x05 \x01(\x03\x12\x11\n\tcache_hit\x18\x06 \x01(\x08\"z\n\x0eSearchResponse\x12\x1d\n\x04hits\x18\x01 \x03(\x0b\x32\x0f.skulens.v1.Hit\x12$\n\x07timings\x18\x02 \x01(\x0b\x32\x13.skulens.v1.Timings\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x16\n\x0emissing_shards\x18\x04 \x03(\t\"\xbf\x01\n\nStreamHits\x12\r\n\x05\x66rame\x18\x01 \x01(\x04\x12\x1d\n\x04hits\x18\x02 \x03(\x0b\x32\x0f.skulens.v1.Hit\x12\x1e\n\x05\x66used\x18\x03 \x03(\x0b\x32\x0f.skulens.v1.Hit\x12\x0e\n\x06stable\x18\x04 \x01(\x08\x12\x19\n\x11stable_product_id\x18\x05 \x01(\t\x12\x12\n\nconfidence\x18\x06 \x01(\x02\x12$\n\x07timings\x18\x07 \x01(\x0b\x32\x13.skulens.v1.Timings\"\x98\x02\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x37\n\nattributes\x18\x05 \x03(\x0b\x32#.skulens.v1.Product.AttributesEntry\x12\x0e\n\x06vector\x18\x06 \x03(\x02\x12\r\n\x05image\x18\x07 \x01(\x0c\x12\x13\n\x0btext_vector\x18\x08 \x03(\x02\x12\x0f\n\x07\x63reated\x18\t \x01(\x01\x12\x0f\n\x07updated\x18\n \x01(\x01\x12\x11\n\tthumbnail\x18\x0b \x01(\x0c\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\rUpsertRequest\x12%\n\x08products\x18\x01 \x03(\x0b\x32\x13.skulens.v1.Product\"/\n\x0eUpsertResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x10\n\x08upserted\x18\x02 \x01(\x05\"\x1c\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\".\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x12\x0b\n\x03seq\x18\x02 \x01(\x03\"R\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0einclude_vector\x18\x02 \x01(\x08\x12\x19\n\x11include_thumbnail\x18\x03 \x01(\x08\"7\n\x0c\x45mbedRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x42\x06\n\x04kind\"T\n\rEmbedResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x07timings\x18\x03 \x01(\x0b\x32\x13.skulens.v1.Timings\"\x1f\n\x0cStatsRequest\x12\x0f\n\x07min_seq\x18\x01 \x01(\x03\"<\n\rStatsResponse\x12\x10\n\x08products\x18\x01 \x01(\x03\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x0c\n\x04json\x18\x03 \x01(\t*3\n\x04Mode\x12\r\n\tMODE_AUTO\x10\x00\x12\x0e\n\nMODE_EXACT\x10\x01\x12\x0c\n\x08MODE_ANN\x10\x02\x32\xa0\x04\n\rProductSearch\x12?\n\x06Search\x12\x19.skulens.v1.SearchRequest\x1a\x1a.skulens.v1.SearchResponse\x12\x45\n\x0cSearchStream\x12\x19.skulens.v1.SearchRequest\x1a\x16.skulens.v1.StreamHits(\x01\x30\x01\x12?\n\x06Upsert\x12\x19.skulens.v1.UpsertRequest\x1a\x1a.skulens.v1.UpsertResponse\x12G\n\x0cUpsertStream\x12\x19.skulens.v1.UpsertRequest\x1a\x1a.skulens.v1.UpsertResponse(\x01\x12?\n\x06\x44\x65lete\x12\x19.skulens.v1.DeleteRequest\x1a\x1a.skulens.v1.DeleteResponse\x12@\n\nGetProduct\x12\x1d.skulens.v1.GetProductRequest\x1a\x13.skulens.v1.Product\x12<\n\x05\x45mbed\x12\x18.skulens.v1.EmbedRequest\x1a\x19.skulens.v1.EmbedResponse\x12<\n\x05Stats\x12\x18.skulens.v1.StatsRequest\x1a\x19.skulens.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18skulens/v1/skulens.proto\x12\nskulens.v1\"l\n\x05Query\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12$\n\x06vector\x18\x03 \x01(\x0b\x32\x12.skulens.v1.VectorH\x00\x12\x14\n\nproduct_id\x18\x04 \x01(\tH\x00\x42\x06\n\x04kind\",\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x12\n\nle_float32\x18\x02 \x01(\x0c\"\"\n\x04Term\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\'\n\x06\x43lause\x12\x1d\n\x03\x61ny\x18\x01 \x03(\x0b\x32\x10.skulens.v1.Term\"=\n\x06\x46ilter\x12\x1f\n\x03\x61ll\x18\x01 \x03(\x0b\x32\x12.skulens.v1.Clause\x12\x12\n\nexpression\x18\x02 \x01(\t\"\xbb\x01\n\rSearchRequest\x12 \n\x05query\x18\x01 \x01(\x0b\x32\x11.skulens.v1.Query\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\"\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x12.skulens.v1.Filter\x12\x1e\n\x04mode\x18\x04 \x01(\x0e\x32\x10.skulens.v1.Mode\x12\n\n\x02\x65\x66\x18\x05 \x01(\x05\x12\x18\n\x10include_metadata\x18\x06 \x01(\x08\x12\x0f\n\x07min_seq\x18\x07 \x01(\x03\"V\n\x03Hit\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\"\x92\x01\n\x07Timings\x12\x11\n\tdecode_us\x18\x01 \x01(\x03\x12\x15\n\rpreprocess_us\x18\x02 \x01(\x03\x12\x11\n\tencode_us\x18\x03 \x01(\x03\x12\x11\n\tsearch_us\x18\x04 \x01(\x03\x12\x10\n\x08total_us\x18\x05 \x01(\x03\x12\x11\n\tcache_hit\x18\x06 \x01(\x08\x12\x12\n\npropose_us\x18\x07 \x01(\x03\"z\n\x0eSearchResponse\x12\x1d\n\x04hits\x18\x01 \x03(\x0b\x32\x0f.skulens.v1.Hit\x12$\n\x07timings\x18\x02 \x01(\x0b\x32\x13.skulens.v1.Timings\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x16\n\x0emissing_shards\x18\x04 \x03(\t\"\xbf\x01\n\nStreamHits\x12\r\n\x05\x66rame\x18\x01 \x01(\x04\x12\x1d\n\x04hits\x18\x02 \x03(\x0b\x32\x0f.skulens.v1.Hit\x12\x1e\n\x05\x66used\x18\x03 \x03(\x0b\x32\x0f.skulens.v1.Hit\x12\x0e\n\x06stable\x18\x04 \x01(\x08\x12\x19\n\x11stable_product_id\x18\x05 \x01(\t\x12\x12\n\nconfidence\x18\x06 \x01(\x02\x12$\n\x07timings\x18\x07 \x01(\x0b\x32\x13.skulens.v1.Timings\"\x98\x02\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x37\n\nattributes\x18\x05 \x03(\x0b\x32#.skulens.v1.Product.AttributesEntry\x12\x0e\n\x06vector\x18\x06 \x03(\x02\x12\r\n\x05image\x18\x07 \x01(\x0c\x12\x13\n\x0btext_vector\x18\x08 \x03(\x02\x12\x0f\n\x07\x63reated\x18\t \x01(\x01\x12\x0f\n\x07updated\x18\n \x01(\x01\x12\x11\n\tthumbnail\x18\x0b \x01(\x0c\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\rUpsertRequest\x12%\n\x08products\x18\x01 \x03(\x0b\x32\x13.skulens.v1.Product\"/\n\x0eUpsertResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x10\n\x08upserted\x18\x02 \x01(\x05\"\x1c\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\".\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x05\x12\x0b\n\x03seq\x18\x02 \x01(\x03\"R\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0einclude_vector\x18\x02 \x01(\x08\x12\x19\n\x11include_thumbnail\x18\x03 \x01(\x08\"7\n\x0c\x45mbedRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x42\x06\n\x04kind\"T\n\rEmbedResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x07timings\x18\x03 \x01(\x0b\x32\x13.skulens.v1.Timings\"\x1f\n\x0cStatsRequest\x12\x0f\n\x07min_seq\x18\x01 \x01(\x03\"<\n\rStatsResponse\x12\x10\n\x08products\x18\x01 \x01(\x03\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x0c\n\x04json\x18\x03 \x01(\t\"\xa8\x01\n\x0cSceneRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\"\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x12.skulens.v1.Filter\x12\x13\n\x0bmax_regions\x18\x04 \x01(\x05\x12\x16\n\x0emin_objectness\x18\x05 \x01(\x02\x12\x18\n\x10include_metadata\x18\x06 \x01(\x08\x12\x0f\n\x07min_seq\x18\x07 \x01(\x03\"5\n\x03\x42ox\x12\n\n\x02x0\x18\x01 \x01(\x05\x12\n\n\x02y0\x18\x02 \x01(\x05\x12\n\n\x02x1\x18\x03 \x01(\x05\x12\n\n\x02y1\x18\x04 \x01(\x05\"\xb3\x01\n\x06Region\x12\x1c\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x0f.skulens.v1.Box\x12\x12\n\nobjectness\x18\x02 \x01(\x02\x12\x1d\n\x04hits\x18\x03 \x03(\x0b\x32\x0f.skulens.v1.Hit\x12\r\n\x05track\x18\x04 \x01(\x05\x12\x1e\n\x05\x66used\x18\x05 \x03(\x0b\x32\x0f.skulens.v1.Hit\x12\x0e\n\x06stable\x18\x06 \x01(\x08\x12\x19\n\x11stable_product_id\x18\x07 \x01(\t\"{\n\rSceneResponse\x12#\n\x07regions\x18\x01 \x03(\x0b\x32\x12.skulens.v1.Region\x12$\n\x07timings\x18\x02 \x01(\x0b\x32\x13.skulens.v1.Timings\x12\x0b\n\x03seq\x18\x03 \x01(\x03\x12\x12\n\ncandidates\x18\x04 \x01(\x05*3\n\x04Mode\x12\r\n\tMODE_AUTO\x10\x00\x12\x0e\n\nMODE_EXACT\x10\x01\x12\x0c\n\x08MODE_ANN\x10\x02\x32\xb2\x05\n\rProductSearch\x12?\n\x06Search\x12\x19.skulens.v1.SearchRequest\x1a\x1a.skulens.v1.SearchResponse\x12\x45\n\x0cSearchStream\x12\x19.skulens.v1.SearchRequest\x1a\x16.skulens.v1.StreamHits(\x01\x30\x01\x12?\n\x06Upsert\x12\x19.skulens.v1.UpsertRequest\x1a\x1a.skulens.v1.UpsertResponse\x12G\n\x0cUpsertStream\x12\x19.skulens.v1.UpsertRequest\x1a\x1a.skulens.v1.UpsertResponse(\x01\x12?\n\x06\x44\x65lete\x12\x19.skulens.v1.DeleteRequest\x1a\x1a.skulens.v1.DeleteResponse\x12@\n\nGetProduct\x12\x1d.skulens.v1.GetProductRequest\x1a\x13.skulens.v1.Product\x12<\n\x05\x45mbed\x12\x18.skulens.v1.EmbedRequest\x1a\x19.skulens.v1.EmbedResponse\x12<\n\x05Stats\x12\x18.skulens.v1.StatsRequest\x1a\x19.skulens.v1.StatsResponse\x12\x42\n\x0bSearchScene\x12\x18.skulens.v1.SceneRequest\x1a\x19.skulens.v1.SceneResponse\x12L\n\x11SearchSceneStream\x12\x18.skulens.v1.SceneRequest\x1a\x19.skulens.v1.SceneResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRODUCT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_MODE']._serialized_start=1848
-  _globals['_MODE']._serialized_end=1899
+  _globals['_MODE']._serialized_start=2402
+  _globals['_MODE']._serialized_end=2453
   _globals['_QUERY']._serialized_start=40
   _globals['_QUERY']._serialized_end=148
   _globals['_VECTOR']._serialized_start=150
@@ -49,34 +49,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHREQUEST']._serialized_end=524
   _globals['_HIT']._serialized_start=526
   _globals['_HIT']._serialized_end=612
-  _globals['_TIMINGS']._serialized_start=614
-  _globals['_TIMINGS']._serialized_end=740
-  _globals['_SEARCHRESPONSE']._serialized_start=742
-  _globals['_SEARCHRESPONSE']._serialized_end=864
-  _globals['_STREAMHITS']._serialized_start=867
-  _globals['_STREAMHITS']._serialized_end=1058
-  _globals['_PRODUCT']._serialized_start=1061
-  _globals['_PRODUCT']._serialized_end=1341
-  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_start=1292
-  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_end=1341
-  _globals['_UPSERTREQUEST']._serialized_start=1343
-  _globals['_UPSERTREQUEST']._serialized_end=1397
-  _globals['_UPSERTRESPONSE']._serialized_start=1399
-  _globals['_UPSERTRESPONSE']._serialized_end=1446
-  _globals['_DELETEREQUEST']._serialized_start=1448
-  _globals['_DELETEREQUEST']._serialized_end=1476
-  _globals['_DELETERESPONSE']._serialized_start=1478
-  _globals['_DELETERESPONSE']._serialized_end=1524
-  _globals['_GETPRODUCTREQUEST']._serialized_start=1526
-  _globals['_GETPRODUCTREQUEST']._serialized_end=1608
-  _globals['_EMBEDREQUEST']._serialized_start=1610
-  _globals['_EMBEDREQUEST']._serialized_end=1665
-  _globals['_EMBEDRESPONSE']._serialized_start=1667
-  _globals['_EMBEDRESPONSE']._serialized_end=1751
-  _globals['_STATSREQUEST']._serialized_start=1753
-  _globals['_STATSREQUEST']._serialized_end=1784
-  _globals['_STATSRESPONSE']._serialized_start=1786
-  _globals['_STATSRESPONSE']._serialized_end=1846
-  _globals['_PRODUCTSEARCH']._serialized_start=1902
-  _globals['_PRODUCTSEARCH']._serialized_end=2446
+  _globals['_TIMINGS']._serialized_start=615
+  _globals['_TIMINGS']._serialized_end=761
+  _globals['_SEARCHRESPONSE']._serialized_start=763
+  _globals['_SEARCHRESPONSE']._serialized_end=885
+  _globals['_STREAMHITS']._serialized_start=888
+  _globals['_STREAMHITS']._serialized_end=1079
+  _globals['_PRODUCT']._serialized_start=1082
+  _globals['_PRODUCT']._serialized_end=1362
+  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_start=1313
+  _globals['_PRODUCT_ATTRIBUTESENTRY']._serialized_end=1362
+  _globals['_UPSERTREQUEST']._serialized_start=1364
+  _globals['_UPSERTREQUEST']._serialized_end=1418
+  _globals['_UPSERTRESPONSE']._serialized_start=1420
+  _globals['_UPSERTRESPONSE']._serialized_end=1467
+  _globals['_DELETEREQUEST']._serialized_start=1469
+  _globals['_DELETEREQUEST']._serialized_end=1497
+  _globals['_DELETERESPONSE']._serialized_start=1499
+  _globals['_DELETERESPONSE']._serialized_end=1545
+  _globals['_GETPRODUCTREQUEST']._serialized_start=1547
+  _globals['_GETPRODUCTREQUEST']._serialized_end=1629
+  _globals['_EMBEDREQUEST']._serialized_start=1631
+  _globals['_EMBEDREQUEST']._serialized_end=1686
+  _globals['_EMBEDRESPONSE']._serialized_start=1688
+  _globals['_EMBEDRESPONSE']._serialized_end=1772
+  _globals['_STATSREQUEST']._serialized_start=1774
+  _globals['_STATSREQUEST']._serialized_end=1805
+  _globals['_STATSRESPONSE']._serialized_start=1807
+  _globals['_STATSRESPONSE']._serialized_end=1867
+  _globals['_SCENEREQUEST']._serialized_start=1870
+  _globals['_SCENEREQUEST']._serialized_end=2038
+  _globals['_BOX']._serialized_start=2040
+  _globals['_BOX']._serialized_end=2093
+  _globals['_REGION']._serialized_start=2096
+  _globals['_REGION']._serialized_end=2275
+  _globals['_SCENERESPONSE']._serialized_start=2277
+  _globals['_SCENERESPONSE']._serialized_end=2400
+  _globals['_PRODUCTSEARCH']._serialized_start=2456
+  _globals['_PRODUCTSEARCH']._serialized_end=3146
 # @@protoc_insertion_point(module_scope)

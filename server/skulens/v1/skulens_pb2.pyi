@@ -91,20 +91,22 @@ class Hit(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., score: _Optional[float] = ..., sku: _Optional[str] = ..., title: _Optional[str] = ..., category: _Optional[str] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("decode_us", "preprocess_us", "encode_us", "search_us", "total_us", "cache_hit")
+    __slots__ = ("decode_us", "preprocess_us", "encode_us", "search_us", "total_us", "cache_hit", "propose_us")
     DECODE_US_FIELD_NUMBER: _ClassVar[int]
     PREPROCESS_US_FIELD_NUMBER: _ClassVar[int]
     ENCODE_US_FIELD_NUMBER: _ClassVar[int]
     SEARCH_US_FIELD_NUMBER: _ClassVar[int]
     TOTAL_US_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    PROPOSE_US_FIELD_NUMBER: _ClassVar[int]
     decode_us: int
     preprocess_us: int
     encode_us: int
     search_us: int
     total_us: int
     cache_hit: bool
-    def __init__(self, decode_us: _Optional[int] = ..., preprocess_us: _Optional[int] = ..., encode_us: _Optional[int] = ..., search_us: _Optional[int] = ..., total_us: _Optional[int] = ..., cache_hit: _Optional[bool] = ...) -> None: ...
+    propose_us: int
+    def __init__(self, decode_us: _Optional[int] = ..., preprocess_us: _Optional[int] = ..., encode_us: _Optional[int] = ..., search_us: _Optional[int] = ..., total_us: _Optional[int] = ..., cache_hit: _Optional[bool] = ..., propose_us: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "timings", "seq", "missing_shards")
@@ -240,3 +242,63 @@ class StatsResponse(_message.Message):
     dim: int
     json: str
     def __init__(self, products: _Optional[int] = ..., dim: _Optional[int] = ..., json: _Optional[str] = ...) -> None: ...
+
+class SceneRequest(_message.Message):
+    __slots__ = ("image", "top_k", "filter", "max_regions", "min_objectness", "include_metadata", "min_seq")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    MAX_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    MIN_OBJECTNESS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQ_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    top_k: int
+    filter: Filter
+    max_regions: int
+    min_objectness: float
+    include_metadata: bool
+    min_seq: int
+    def __init__(self, image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., max_regions: _Optional[int] = ..., min_objectness: _Optional[float] = ..., include_metadata: _Optional[bool] = ..., min_seq: _Optional[int] = ...) -> None: ...
+
+class Box(_message.Message):
+    __slots__ = ("x0", "y0", "x1", "y1")
+    X0_FIELD_NUMBER: _ClassVar[int]
+    Y0_FIELD_NUMBER: _ClassVar[int]
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    def __init__(self, x0: _Optional[int] = ..., y0: _Optional[int] = ..., x1: _Optional[int] = ..., y1: _Optional[int] = ...) -> None: ...
+
+class Region(_message.Message):
+    __slots__ = ("box", "objectness", "hits", "track", "fused", "stable", "stable_product_id")
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    OBJECTNESS_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    FUSED_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FIELD_NUMBER: _ClassVar[int]
+    STABLE_PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    box: Box
+    objectness: float
+    hits: _containers.RepeatedCompositeFieldContainer[Hit]
+    track: int
+    fused: _containers.RepeatedCompositeFieldContainer[Hit]
+    stable: bool
+    stable_product_id: str
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., objectness: _Optional[float] = ..., hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., track: _Optional[int] = ..., fused: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., stable: _Optional[bool] = ..., stable_product_id: _Optional[str] = ...) -> None: ...
+
+class SceneResponse(_message.Message):
+    __slots__ = ("regions", "timings", "seq", "candidates")
+    REGIONS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    regions: _containers.RepeatedCompositeFieldContainer[Region]
+    timings: Timings
+    seq: int
+    candidates: int
+    def __init__(self, regions: _Optional[_Iterable[_Union[Region, _Mapping]]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., seq: _Optional[int] = ..., candidates: _Optional[int] = ...) -> None: ...

@@ -74,6 +74,16 @@ class ProductSearchStub:
                 request_serializer=skulens_dot_v1_dot_skulens__pb2.StatsRequest.SerializeToString,
                 response_deserializer=skulens_dot_v1_dot_skulens__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.SearchScene = channel.unary_unary(
+                '/skulens.v1.ProductSearch/SearchScene',
+                request_serializer=skulens_dot_v1_dot_skulens__pb2.SceneRequest.SerializeToString,
+                response_deserializer=skulens_dot_v1_dot_skulens__pb2.SceneResponse.FromString,
+                _registered_method=True)
+        self.SearchSceneStream = channel.stream_stream(
+                '/skulens.v1.ProductSearch/SearchSceneStream',
+                request_serializer=skulens_dot_v1_dot_skulens__pb2.SceneRequest.SerializeToString,
+                response_deserializer=skulens_dot_v1_dot_skulens__pb2.SceneResponse.FromString,
+                _registered_method=True)
 
 
 class ProductSearchServicer:
@@ -136,6 +146,22 @@ class ProductSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchScene(self, request, context):
+        """Every product in one picture (a shelf, a tote, a pallet): regions, each with a box, an
+        objectness score and its own top-k products.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchSceneStream(self, request_iterator, context):
+        """A scanner's frames of one scene: each frame's regions, tracked across frames (a region keeps
+        its track id while its box overlaps) with hits fused per track as SearchStream fuses frames.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProductSearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +204,16 @@ def add_ProductSearchServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=skulens_dot_v1_dot_skulens__pb2.StatsRequest.FromString,
                     response_serializer=skulens_dot_v1_dot_skulens__pb2.StatsResponse.SerializeToString,
+            ),
+            'SearchScene': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchScene,
+                    request_deserializer=skulens_dot_v1_dot_skulens__pb2.SceneRequest.FromString,
+                    response_serializer=skulens_dot_v1_dot_skulens__pb2.SceneResponse.SerializeToString,
+            ),
+            'SearchSceneStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SearchSceneStream,
+                    request_deserializer=skulens_dot_v1_dot_skulens__pb2.SceneRequest.FromString,
+                    response_serializer=skulens_dot_v1_dot_skulens__pb2.SceneResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +432,60 @@ class ProductSearch:
             '/skulens.v1.ProductSearch/Stats',
             skulens_dot_v1_dot_skulens__pb2.StatsRequest.SerializeToString,
             skulens_dot_v1_dot_skulens__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchScene(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skulens.v1.ProductSearch/SearchScene',
+            skulens_dot_v1_dot_skulens__pb2.SceneRequest.SerializeToString,
+            skulens_dot_v1_dot_skulens__pb2.SceneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchSceneStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/skulens.v1.ProductSearch/SearchSceneStream',
+            skulens_dot_v1_dot_skulens__pb2.SceneRequest.SerializeToString,
+            skulens_dot_v1_dot_skulens__pb2.SceneResponse.FromString,
             options,
             channel_credentials,
             insecure,
