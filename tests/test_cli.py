@@ -62,6 +62,26 @@ def test_ingest_search_sheet_stats(served, capsys):
     assert json.loads(capsys.readouterr().out)["products"] == 13
 
 
+def test_search_scene_prints_regions_and_draws_them(served, capsys):
+    """`skulens search --image shelf.png --scene --sheet out.png`: regions with boxes, and the sheet
+    draws the picture with them (its best hits beside it)."""
+    server, tmp = served
+    rng = np.random.default_rng(1)
+    shelf = (rng.random((240, 320, 3)) * 60).astype(np.uint8)
+    for i in range(3):   # three bright random "products" on a dark shelf
+        y, x = 40 + 60 * (i % 2), 20 + 100 * i
+        shelf[y:y + 80, x:x + 70] = (rng.random((80, 70, 3)) * 255).astype(np.uint8)
+    Image.fromarray(shelf).save(tmp / "shelf.png")
+    t = ["--target", server.target]
+    sheet = tmp / "scene.png"
+    assert cli.main(t + ["search", "--image", str(tmp / "shelf.png"), "--scene", "--sheet", str(sheet)]) == 0
+    out = capsys.readouterr().out
+    assert "propose" in out and "candidate regions" in out and sheet.exists()
+    with Image.open(sheet) as im:
+        assert im.height >= 240 and im.width >= 320
+    assert cli.main(t + ["search", "--text", "x", "--scene"]) == 2
+
+
 def test_a_refused_request_is_one_line_not_a_traceback(served, capsys, tmp_path):
     t = ["--target", served[0].target]
     assert cli.main(t + ["search", "--vector", "nan,1,2,3"]) == 1
