@@ -50,5 +50,5 @@ def shipped_repo(tmp_path_factory):
     from skulens_train.export import export
     root = os.path.join(os.path.dirname(__file__), "..", "training", "shipped")
     repo = str(tmp_path_factory.mktemp("shipped_repo"))
-    export(os.path.join(root, "main"), repo, text_run=os.path.join(root, "text-minilm"))
+    export(os.path.join(root, "robust"), repo, text_run=os.path.join(root, "text-minilm"))
     return repo
