@@ -52,3 +52,23 @@ def shipped_repo(tmp_path_factory):
     repo = str(tmp_path_factory.mktemp("shipped_repo"))
     export(os.path.join(root, "robust"), repo, text_run=os.path.join(root, "text-minilm"))
     return repo
+
+
+def serve_articles(repo: str, data: str, n: int, extra=()):
+    """A real server with the encoders of `repo`, the first n Fashion-MNIST test articles upserted as
+    PNG (ids t0..t{n-1}, title = class name, category) plus `extra` products. Stop it when done."""
+    from skulens import encode
+    from skulens.client import Client
+    from skulens.data import datasets
+    from skulens.data.sources import png
+    from skulens.server import Config, Server
+    encs = encode.load(repo)
+    s = Server(Config(data=data, dim=encs["image"].dim, port=0), encoders=encs)
+    images, labels = datasets.load("test")
+    with Client(s.target, timeout=60) as c:
+        for a in range(0, n, 200):
+            c.upsert([dict(id=f"t{i}", title=datasets.CLASSES[labels[i]], category=datasets.CATEGORY[labels[i]],
+                           image=png(images[i])) for i in range(a, min(a + 200, n))])
+        if extra:
+            c.upsert(list(extra))
+    return s

@@ -19,20 +19,11 @@ PHOTOS = ("box.png", "graf3.png", "chicky_512.png", "pic1.png", "smarties.png", 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shipped_repo):
-    from skulens import encode
-    from skulens.client import Client
-    from skulens.data.sources import png
-    from skulens.server import Config, Server
-    encs = encode.load(shipped_repo)
-    s = Server(Config(data=str(tmp_path_factory.mktemp("data")), dim=encs["image"].dim, port=0), encoders=encs)
-    images, labels = datasets.load("test")
-    with Client(s.target, timeout=60) as c:
-        for a in range(0, N, 200):
-            c.upsert([dict(id=f"t{i}", title=datasets.CLASSES[labels[i]], category=datasets.CATEGORY[labels[i]],
-                           image=png(images[i])) for i in range(a, a + 200)])
-        c.upsert([dict(id=p.split(".")[0], title=p, category="photo", image=open(f"{OPENCV_DATA}/{p}", "rb").read())
-                  for p in PHOTOS])
-    yield s, images[:N]
+    from conftest import serve_articles
+    photos = [dict(id=p.split(".")[0], title=p, category="photo", image=open(f"{OPENCV_DATA}/{p}", "rb").read())
+              for p in PHOTOS]
+    s = serve_articles(shipped_repo, str(tmp_path_factory.mktemp("data")), N, photos)
+    yield s, datasets.load("test")[0][:N]
     s.stop()
 
 

@@ -15,18 +15,9 @@ N = 1000   # test articles in the catalogue: ~100 per category
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shipped_repo):
-    from skulens import encode
-    from skulens.client import Client
-    from skulens.data.sources import png
-    from skulens.server import Config, Server
-    encs = encode.load(shipped_repo)
-    s = Server(Config(data=str(tmp_path_factory.mktemp("data")), dim=encs["image"].dim, port=0), encoders=encs)
-    images, labels = datasets.load("test")
-    with Client(s.target, timeout=60) as c:
-        for a in range(0, N, 100):
-            c.upsert([dict(id=f"t{i}", category=datasets.CATEGORY[labels[i]], image=png(images[i]))
-                      for i in range(a, a + 100)])
-    yield s, labels[:N]
+    from conftest import serve_articles
+    s = serve_articles(shipped_repo, str(tmp_path_factory.mktemp("data")), N)
+    yield s, datasets.load("test")[1][:N]
     s.stop()
 
 
