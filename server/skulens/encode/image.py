@@ -52,14 +52,16 @@ class ImageEncoder:
         self.policy = policy or ImagePolicy()   # which bytes are decoded at all (security/images.py)
 
     # -- stages -----------------------------------------------------------------------
-    def decode(self, data: bytes):
-        """Bytes -> RGB (or grey) PIL image near the model's size (draft mode), upright. The policy
-        refuses from the header alone what it will not decode (format, bytes, pixels, shape)."""
+    def decode(self, data: bytes, side: int | None = None):
+        """Bytes -> RGB (or grey) PIL image near `side` (default: the model's size; JPEG by draft
+        mode), upright. The policy refuses from the header alone what it will not decode (format,
+        bytes, pixels, shape)."""
         from PIL import ImageOps
         im = self.policy.open(data)
+        side = side or self.size
         try:
             if im.format == "JPEG":
-                im.draft("RGB", (self.size, self.size))  # DCT scaling: decode at 1/2..1/8 size
+                im.draft("RGB", (side, side))  # DCT scaling: decode at 1/2..1/8 size
             im.load()  # before the EXIF lookup, which costs 5x more on an unloaded PNG
             im = ImageOps.exif_transpose(im)
             return im if im.mode in ("RGB", "L") else im.convert("RGB")
@@ -130,21 +132,14 @@ class ImageEncoder:
         return v
 
     def decode_scene(self, data: bytes, side: int = 1024):
-        """Bytes -> (upright RGB PIL image with its longer side near `side`, the factor back to the
+        """Bytes -> (upright RGB PIL image with its longer side at most `side`, the factor back to the
         picture's pixels): a scene is searched in its regions, so it is not shrunk to the model's size."""
-        from PIL import Image, ImageOps
-        im = self.policy.open(data)
-        sent = max(im.size)    # a turn by EXIF swaps the sides, never changes the longer one
-        try:
-            if im.format == "JPEG":
-                im.draft("RGB", (side, side))
-            im.load()
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            full = max(im.size)
-            if full > side:
-                im = im.resize((max(1, im.width * side // full), max(1, im.height * side // full)), Image.BILINEAR)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise InvalidArgument(f"cannot decode the image ({len(data)} bytes): {scrub(str(e))}") from None
+        from PIL import Image
+        sent = max(self.policy.open(data).size)    # a turn by EXIF swaps the sides, never the longer one
+        im = self.decode(data, side).convert("RGB")
+        full = max(im.size)
+        if full > side:
+            im = im.resize((max(1, im.width * side // full), max(1, im.height * side // full)), Image.BILINEAR)
         return im, sent / max(im.size)
 
     def thumbnail(self, data: bytes, side: int = 128) -> bytes:
