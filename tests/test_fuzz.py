@@ -2,6 +2,7 @@
 arrives, the answer is never INTERNAL or UNKNOWN, the server stays up, a canary product is
 unchanged and memory stays bounded. 300 cases in CI; SKULENS_FUZZ_EXAMPLES=5000 for more."""
 
+import gc
 import os
 import resource
 import struct
@@ -114,9 +115,15 @@ calls = st.one_of(
 )
 
 
+def _rss_kib() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
 def test_no_request_breaks_the_server(server):
     s, dim, canary = server
-    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gc.collect()
+    start, resident = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, _rss_kib()
     ch = grpc.insecure_channel(s.target)
     codes = {}
 
@@ -160,6 +167,13 @@ def test_no_request_breaks_the_server(server):
             np.testing.assert_allclose(np.asarray(got.vector) / np.linalg.norm(got.vector), canary, atol=1e-6)
     finally:
         ch.close()
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start < 300_000, codes   # KiB
+    # Bounded memory: what the process keeps after 300 hostile calls, and its peak while handling them
+    # (a peak also holds transient decodes of images up to MAX_PIXELS, and rises with whatever the
+    # suite's earlier tests left in the allocator, so its bound is looser).
+    gc.collect()
+    kept = _rss_kib() - resident
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start
+    print(f"fuzz memory: kept {kept} KiB, peak growth {peak} KiB")
+    assert kept < 150_000 and peak < 500_000, (kept, peak, codes)   # KiB
     print("fuzz outcomes:", codes)
     assert len(codes) >= 3, codes   # the cases reached several outcomes, not one path
