@@ -12,6 +12,8 @@ MAX_TEXT = 4096               # sku, title, category, an attribute value, a filt
 MAX_ATTRIBUTE_KEY = 256
 MAX_ATTRIBUTES = 64
 MAX_THUMBNAIL = 1 << 20       # a stored reference thumbnail, bytes
+MAX_IMAGES = 16               # reference images of one product, its main image included
+MAX_IMAGE_ID_BYTES = 64       # an image's name within its product, UTF-8
 
 # Searches
 MAX_TOP_K = 1000              # hits one search returns

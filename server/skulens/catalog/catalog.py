@@ -33,7 +33,7 @@ from ..limits import STORAGES
 from .checkpoint import Checkpointer
 from .follower import Follower
 from .indexer import Indexer
-from .product import Hit, Product, check_id, coerce
+from .product import Hit, Product, check_id, check_image_id, check_images, coerce
 from .search import EXACT_BELOW, EXACT_FILTERED_BELOW, Searcher
 from .state import load
 from .store import Partition, describe, open_store
@@ -171,6 +171,35 @@ class Catalog:
         self._indexer.throttle(self.max_unindexed, lambda: self._closed)
         return self._writer.submit(Write("upsert", items))
 
+    def add_images(self, id_: str, images: dict, thumbnails: dict | None = None) -> tuple[int, int]:
+        """Add (or replace, by name) extra images of product id_, leaving its others as they are,
+        in one durable transaction; returns (seq, how many images it holds now, its main one
+        included). NOT_FOUND when there is no such product."""
+        check_id(id_)
+        if not images:
+            raise InvalidArgument("no images to add")
+        images, thumbs = check_images(images, thumbnails, self.dim, f"product {id_!r}")
+        return self._edit(Write("images", [id_, images, thumbs, []]))
+
+    def remove_images(self, id_: str, names: Iterable[str]) -> tuple[int, int, int]:
+        """Remove extra images of product id_ by name (names it does not have are skipped, as
+        delete skips ids); returns (seq, images it holds now, how many were removed). The main
+        image stays: an upsert replaces it."""
+        check_id(id_)
+        names = list(dict.fromkeys([names] if isinstance(names, str) else names))
+        if not names:
+            raise InvalidArgument("no image ids to remove")
+        for n in names:
+            check_image_id(n, f"product {id_!r}")
+        w = Write("images", [id_, {}, {}, names])
+        seq, held = self._edit(w)
+        return seq, held, w.changed
+
+    def _edit(self, w: Write) -> tuple[int, int]:
+        self._indexer.throttle(self.max_unindexed, lambda: self._closed)
+        seq = self._writer.submit(w)
+        return seq, len(w.present[0].images) + 1
+
     def delete(self, ids: Iterable[str]) -> int:
         """Delete products by id in one durable transaction; returns how many existed."""
         if isinstance(ids, str):
@@ -268,21 +297,26 @@ class Catalog:
         self._check_open()
         return self._store.get(list(ids))
 
-    def thumbnail(self, id_: str) -> bytes | None:
+    def thumbnail(self, id_: str, image: str = "") -> bytes | None:
+        """The stored thumbnail of product id_'s image `image` ("": its main one)."""
         check_id(id_)
+        if image:
+            check_image_id(image)
         self._check_open()
-        return self._store.thumbnail(id_)
+        return self._store.thumbnail(id_, image)
 
     def search(self, vector, k: int = 10, filters=None, mode: str = "auto", ef: int | None = None,
-               field: str = "image") -> list[Hit]:
+               field: str = "image", images: int = 1) -> list[Hit]:
         """Products most similar to `vector`, best first (at most k; k whenever k match).
 
+        A product with several images is one hit, scored by its best-matching image (named in
+        Hit.image); images > 1 lists up to that many of its best images in Hit.images.
         field="text" searches the title embeddings (text_dim) exactly instead."""
         if field == "text":
             return self._search.search_text(vector, k, filters)
         if field != "image":
             raise InvalidArgument(f"field is 'image' or 'text', got {field!r}")
-        return self._search.search(vector, k, filters, mode, ef)
+        return self._search.search(vector, k, filters, mode, ef, images)
 
     def _db_bytes(self) -> int | None:
         try:
@@ -294,7 +328,8 @@ class Catalog:
         self._check_open()
         m, cp = self._mem, self._checkpoints
         return {
-            "products": len(self), "dim": self.dim, "storage": self.storage, "slots": m.slots.high,
+            "products": len(self), "images": m.slots.images, "dim": self.dim, "storage": self.storage,
+            "slots": m.slots.high,
             "free_slots": len(m.slots.free), "seq": m.applied, "snapshot_seq": cp.seq,
             "store": self.store_name, "shard": str(self.partition), "lag": self.lag(),
             "changes_since_snapshot": cp.changes, "db_bytes": self._db_bytes(),

@@ -84,5 +84,5 @@ class Checkpointer:
 
     def _save(self, root: str, seq: int, keep: int, replace: bool = False) -> None:
         m = self.mem
-        snap.write(root, seq, m.graph, m.exact, m.slots.seq[: m.slots.high], m.slots.id_of[: m.slots.high],
+        snap.write(root, seq, m.graph, m.exact, m.slots.seq[: m.slots.high], m.slots.keys(),
                    self.params, keep, replace=replace)

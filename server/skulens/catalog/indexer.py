@@ -54,15 +54,16 @@ class Indexer:
     def _one_batch(self) -> None:
         m, slots = self.mem, self.mem.slots
         m.rw.acquire_read()
-        try:
-            ids = [slots.id_of[s] for s in islice(slots.unindexed, self.batch)]
+        try:  # a product's images share its row: read each row once
+            ids = list(dict.fromkeys(slots.id_of[s] for s in islice(slots.unindexed, self.batch)))
         finally:
             m.rw.release_read()
-        got_ids, got_seqs, vecs = self.store.rows_of([i for i in ids if i is not None])
+        got_ids, got_names, got_seqs, vecs = self.store.rows_of([i for i in ids if i is not None])
         m.rw.acquire_write()
         try:
-            got_slots = np.fromiter((slots.slot_of.get(i, -1) for i in got_ids), np.int64, len(got_ids))
+            got_slots = np.fromiter(map(slots.slot_for, got_ids, got_names), np.int64, len(got_ids))
             ok = np.fromiter((s in slots.unindexed for s in got_slots.tolist()), bool, len(got_slots))
+            ok &= got_slots >= 0
             ok &= slots.seq[got_slots] == np.asarray(got_seqs, np.int64)
             m.graph.upsert(got_slots[ok], vecs[ok])
             slots.mark_indexed(got_slots[ok])

@@ -14,7 +14,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import InvalidArgument
-from ..limits import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTES, MAX_EF, MAX_ID_BYTES, MAX_TEXT, MAX_THUMBNAIL, MAX_TOP_K
+from ..limits import (MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTES, MAX_EF, MAX_ID_BYTES, MAX_IMAGE_ID_BYTES, MAX_IMAGES,
+                      MAX_TEXT, MAX_THUMBNAIL, MAX_TOP_K)
 
 
 @dataclass(slots=True)
@@ -29,11 +30,18 @@ class Product:
     created: float | None = None
     updated: float | None = None
     thumbnail: bytes | None = None  # small reference image (JPEG/PNG); stored apart, not returned by get
+    # More reference images (other sides, the packaging): name -> unit vector, each indexed on its
+    # own; a search returns the product once, scored by its best-matching image. `vector` is the
+    # main image, named "" wherever an image is named.
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    image_thumbnails: dict[str, bytes] = field(default_factory=dict)  # name -> thumbnail, as `thumbnail`
 
 
 class Hit(NamedTuple):
     id: str
     score: float
+    image: str = ""   # the best-matching image of the product: "" its main one, else its name
+    images: tuple = ()  # (name, score) of its best images, best first, when a search asks for more than 1
 
 
 FIELDS = frozenset(Product.__dataclass_fields__)
@@ -76,8 +84,42 @@ def coerce(p, dim: int, text_dim: int | None) -> Product:
     if p.thumbnail is not None and (not isinstance(p.thumbnail, (bytes, bytearray))
                                     or len(p.thumbnail) > MAX_THUMBNAIL):
         raise InvalidArgument(f"{what}: thumbnail must be bytes of at most {MAX_THUMBNAIL}")
+    images, thumbs = check_images(p.images, p.image_thumbnails, dim, what)
+    if len(images) + 1 > MAX_IMAGES:
+        raise InvalidArgument(f"{what}: {len(images) + 1} images; a product holds at most {MAX_IMAGES}")
     return Product(p.id, text["sku"], text["title"], text["category"], dict(attrs), vec, tvec,
-                   thumbnail=None if p.thumbnail is None else bytes(p.thumbnail))
+                   thumbnail=None if p.thumbnail is None else bytes(p.thumbnail), images=images,
+                   image_thumbnails=thumbs)
+
+
+def check_images(images, thumbnails, dim: int, what: str) -> tuple[dict, dict]:
+    """A product's named extra images as {name: unit vector} and their thumbnails."""
+    images = {} if images is None else images
+    thumbnails = {} if thumbnails is None else thumbnails
+    if not isinstance(images, dict) or not isinstance(thumbnails, dict):
+        raise InvalidArgument(f"{what}: images and image_thumbnails must map image names to vectors / bytes")
+    out = {}
+    for name, v in images.items():
+        check_image_id(name, what)
+        out[name] = unit(v, dim, f"{what} image {name!r}")
+    thumbs = {}
+    for name, t in thumbnails.items():
+        if name not in out:
+            raise InvalidArgument(f"{what}: a thumbnail for image {name!r}, which it does not have")
+        if not isinstance(t, (bytes, bytearray)) or len(t) > MAX_THUMBNAIL:
+            raise InvalidArgument(f"{what}: image {name!r}'s thumbnail must be bytes of at most {MAX_THUMBNAIL}")
+        thumbs[name] = bytes(t)
+    return out, thumbs
+
+
+def check_image_id(name, what: str = "product") -> None:
+    """An extra image's name: non-empty ("" is the main image), printable, at most MAX_IMAGE_ID_BYTES."""
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"{what}: an image id must be a non-empty string (the main image has none), "
+                              f"got {name!r}")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_IMAGE_ID_BYTES or not name.isprintable():
+        raise InvalidArgument(f"{what}: image id {name[:40]!r} must be printable and at most "
+                              f"{MAX_IMAGE_ID_BYTES} bytes")
 
 
 def check_id(i) -> None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from itertools import repeat
+from itertools import islice, repeat
 
 import numpy as np
 
 from ..errors import InvalidArgument
 from ..index import Allow, ShortResult
-from ..limits import MODES
+from ..limits import MAX_IMAGES, MODES
 from . import filters as flt
-from .product import Hit, ef as check_ef, top_k, unit
+from .product import Hit, count, ef as check_ef, top_k, unit
 from .state import Memory
 
 # Measured by `python bench/catalog_bench.py --calibrate` (docs/catalog.md, d=256):
@@ -35,6 +35,11 @@ _ROUTE_KEYS = {("exact", "exact"): "exact", ("ann", "ann"): "ann", ("ann", "fall
 _hit = tuple.__new__  # builds a Hit without NamedTuple's Python-level __new__ (hot path)
 
 
+def check_images(v) -> int:
+    """How many of a hit's best images to list (1: only the best, in Hit.image)."""
+    return count(v, "images per hit", MAX_IMAGES)
+
+
 class Searcher:
     def __init__(self, mem: Memory, dim: int, text_dim: int | None, ef: int, exact_below: int,
                  exact_filtered_below: int, check_open):
@@ -47,12 +52,13 @@ class Searcher:
         self._counts_lock = threading.Lock()
         self._all_counts: list[dict] = []
 
-    def search(self, vector, k, filters, mode, ef) -> list[Hit]:
+    def search(self, vector, k, filters, mode, ef, images: int = 1) -> list[Hit]:
         q = unit(vector, self.dim, "query vector")
         k = top_k(k)
         if mode not in MODES:
             raise InvalidArgument(f"mode must be one of {MODES}, got {mode!r}")
         ef = check_ef(ef)
+        images = check_images(images)
         clauses = flt.parse(filters) if filters else ()
         m = self.mem
         m.rw.acquire_read()
@@ -60,7 +66,7 @@ class Searcher:
             self._check_open()
             slots = m.slots
             allow = None
-            n = len(slots)
+            n = slots.images
             high = slots.high  # writers may allocate slots meanwhile (not yet live): read it once
             if clauses:
                 allow = self.mask(clauses, high)
@@ -69,36 +75,76 @@ class Searcher:
                 return []
             exact_max = self.exact_filtered_below if allow is not None else self.exact_below
             route = "exact" if mode == "exact" or (mode == "auto" and n <= exact_max) else "ann"
-            # Inputs are checked above, once: the indexes are called on their trusted paths.
-            if route == "ann":
-                backlog = None
-                n_graph = n
-                if slots.unindexed:  # products the graph lacks yet are scanned exactly
-                    bits = slots.unindexed_bits[: 8 * ((high + 63) // 64)]
-                    backlog = Allow(bits, high) if allow is None else Allow(bits, high) & allow
-                    n_graph = n - backlog.count()
-                try:
-                    scores, ids = m.graph.search_unit(q, k, allow, n_graph, ef=ef or self.ef,
-                                                      rerank=m.exact if mode == "auto" else None)
-                except ShortResult:
-                    route = "fallback"
-                else:
-                    if backlog is not None:
-                        bs, bl = m.exact.search_unit(q, k, backlog, n)
-                        scores = np.concatenate([scores, bs])
-                        ids = np.concatenate([ids, bl])
-                        order = np.lexsort((ids, -scores))[:k]
-                        scores, ids = scores[order], ids[order]
-            if route != "ann":
-                scores, ids = m.exact.search_unit(q, k, allow, n)
-            # C-level iteration only: this runs right after the graph walk has
-            # evicted the interpreter's caches, where every bytecode costs.
-            hits = list(map(_hit, repeat(Hit), zip(map(slots.id_of.__getitem__, ids.tolist()), scores.tolist())))
+            if not slots.name_of:
+                scores, ids, route = self._slots(q, k, allow, n, high, route, mode, ef)
+                # C-level iteration only: this runs right after the graph walk has
+                # evicted the interpreter's caches, where every bytecode costs.
+                hits = list(map(_hit, repeat(Hit), zip(map(slots.id_of.__getitem__, ids.tolist()), scores.tolist(),
+                                                       repeat(""), repeat(()))))
+            else:
+                hits, route = self._products(q, k, allow, n, high, route, mode, ef, images)
         finally:
             m.rw.release_read()
         counts = getattr(self._tl, "counts", None) or self._thread_counts()
         counts[_ROUTE_KEYS[mode, route]] += 1
         return hits
+
+    def _slots(self, q, k, allow, n, high, route, mode, ef):
+        """(scores, slots, route) of the k best images (under the read lock)."""
+        m, slots = self.mem, self.mem.slots
+        # Inputs are checked by the caller, once: the indexes are called on their trusted paths.
+        if route == "ann":
+            backlog = None
+            n_graph = n
+            if slots.unindexed:  # products the graph lacks yet are scanned exactly
+                bits = slots.unindexed_bits[: 8 * ((high + 63) // 64)]
+                backlog = Allow(bits, high) if allow is None else Allow(bits, high) & allow
+                n_graph = n - backlog.count()
+            try:
+                scores, ids = m.graph.search_unit(q, k, allow, n_graph, ef=max(ef or self.ef, k),
+                                                  rerank=m.exact if mode == "auto" else None)
+            except ShortResult:
+                route = "fallback"
+            else:
+                if backlog is not None:
+                    bs, bl = m.exact.search_unit(q, k, backlog, n)
+                    scores = np.concatenate([scores, bs])
+                    ids = np.concatenate([ids, bl])
+                    order = np.lexsort((ids, -scores))[:k]
+                    scores, ids = scores[order], ids[order]
+        if route != "ann":
+            scores, ids = m.exact.search_unit(q, k, allow, n)
+        return scores, ids, route
+
+    def _products(self, q, k, allow, n, high, route, mode, ef, images):
+        """One hit per product, scored by its best image (max fusion), k of them whenever k
+        products match: the images searched grow until k distinct products are among them."""
+        slots, exact = self.mem.slots, self.mem.exact
+        want = min(n, k + min(len(slots.name_of), 2 * k))
+        while True:
+            scores, ids, route = self._slots(q, want, allow, n, high, route, mode, ef)
+            best: dict[str, tuple] = {}
+            for s, sc in zip(ids.tolist(), scores.tolist()):
+                pid = slots.id_of[s]
+                if pid not in best:
+                    best[pid] = (sc, slots.name_of.get(s, ""))
+            if len(best) >= k or len(ids) < want or want >= n:
+                break
+            want = min(n, 4 * want)
+        hits = []
+        for pid, (sc, name) in islice(best.items(), k):
+            mine = slots.images_of(pid)
+            if len(mine) > 1 and (images > 1 or route == "ann"):
+                # every image of the product scored exactly: a walk may have met only some of them
+                ranked = sorted(zip(exact.rerank(q, list(mine.values())).tolist(), mine), key=lambda t: -t[0])
+                sc, name = ranked[0]
+                top = tuple((nm, s_) for s_, nm in ranked[:images]) if images > 1 else ()
+            else:
+                top = ((name, sc),) if images > 1 else ()
+            hits.append(Hit(pid, sc, name, top))
+        if route == "ann":
+            hits.sort(key=lambda h: -h.score)
+        return hits, route
 
     def search_text(self, vector, k, filters) -> list[Hit]:
         m = self.mem

@@ -2,7 +2,8 @@
 
 A snapshot is a folder `snapshots/<seq>/` holding the HNSW graph, its per-slot
 state, `slot_seq` (the change seq of the version each slot holds) and `slot_ids`
-(the product id in each slot: slots are the replica's own, not the store's), plus a
+(the product id in each slot, [id, name] for a product's extra image: slots are the
+replica's own, not the store's), plus a
 manifest with sizes and CRC32s written last. It is built in a temporary folder,
 each file fsynced, then renamed into place and the parent fsynced, so a crash
 leaves either the whole snapshot or a temporary folder that start-up deletes.
@@ -25,7 +26,8 @@ from ..index import ExactIndex, HnswIndex
 
 log = logging.getLogger("skulens.snapshot")
 
-VERSION = 2
+VERSION = 3          # 3: extra images' slots in slot_ids; 2 (one image per product) still loads
+READS = (2, 3)
 GRAPH, STATE, EXACT, SLOT_SEQ, SLOT_IDS, MANIFEST = ("hnsw.bin", "hnsw_state.npy", "exact.bin", "slot_seq.npy",
                                                     "slot_ids.json", "manifest.json")
 
@@ -46,7 +48,7 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def write(root: str, seq: int, graph: HnswIndex, exact: ExactIndex, slot_seq: np.ndarray, slot_ids: list,
+def write(root: str, seq: int, graph: HnswIndex, exact: ExactIndex, slot_seq: np.ndarray, slot_keys: list,
           params: dict, keep: int = 2, replace: bool = False) -> str:
     """Write snapshot `seq` under root; keep the newest `keep`; returns its folder.
 
@@ -63,7 +65,7 @@ def write(root: str, seq: int, graph: HnswIndex, exact: ExactIndex, slot_seq: np
     exact.save(os.path.join(tmp, EXACT))
     np.save(os.path.join(tmp, SLOT_SEQ), slot_seq)
     with open(os.path.join(tmp, SLOT_IDS), "w") as f:
-        json.dump(slot_ids, f, ensure_ascii=False, separators=(",", ":"))
+        json.dump(slot_keys, f, ensure_ascii=False, separators=(",", ":"))
     files = {}
     for name in (GRAPH, STATE, EXACT, SLOT_SEQ, SLOT_IDS):
         p = os.path.join(tmp, name)
@@ -109,15 +111,16 @@ def list_snapshots(root: str) -> list[int]:
 
 
 def load(root: str, seq: int, params: dict, threads: int | None, exact: ExactIndex):
-    """(graph, slot_seq, slot_ids) of snapshot seq, with its rows loaded into `exact`;
-    raises ValueError when it is damaged or was built with other parameters."""
+    """(graph, slot_seq, slot_keys) of snapshot seq, with its rows loaded into `exact`: per slot
+    (product id, image name) with "" for a main image, or None; raises ValueError when it is
+    damaged or was built with other parameters."""
     folder = os.path.join(root, f"{seq:020d}")
     try:
         with open(os.path.join(folder, MANIFEST)) as f:
             m = json.load(f)
     except (OSError, ValueError) as e:
         raise ValueError(f"manifest unreadable: {e}") from None
-    if m.get("version") != VERSION or m.get("seq") != seq:
+    if m.get("version") not in READS or m.get("seq") != seq:
         raise ValueError(f"manifest version/seq mismatch ({m.get('version')}, {m.get('seq')})")
     if {k: m["params"].get(k) for k in params} != params:
         raise ValueError(f"built with {m['params']}, now {params}")
@@ -144,4 +147,8 @@ def load(root: str, seq: int, params: dict, threads: int | None, exact: ExactInd
         slot_ids = json.load(f)
     if not isinstance(slot_ids, list) or len(slot_ids) != len(slot_seq):
         raise ValueError("slot_ids does not match slot_seq")
-    return graph, slot_seq, slot_ids
+    try:
+        keys = [k if k is None else (k, "") if isinstance(k, str) else (str(k[0]), str(k[1])) for k in slot_ids]
+    except (TypeError, IndexError):
+        raise ValueError("slot_ids holds something other than ids") from None
+    return graph, slot_seq, keys

@@ -16,6 +16,7 @@ with whatever it lacks (`indexer.py`).
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import threading
@@ -48,33 +49,34 @@ def load(store, path: str, params: dict, *, storage: str, ef: int, threads: int 
          text_dim: int | None, progress: bool) -> tuple[Memory, int, int]:
     """(memory, seq of the snapshot it started from, rows replayed after it)."""
     with store.view() as head:
-        rows = store.scan_meta()
+        meta = store.scan_meta()
+        rows = _image_rows(meta)   # one per image: (id, name, seq, category, attributes)
         dim = params["dim"]
-        seqs = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        seqs = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
         exact, graph, base, snap_slot = _load_snapshot(store, path, params, storage, threads, rows, seqs, head)
         slots = Slots(_with_slots(rows, snap_slot))
         postings = Postings()
         postings.grow(slots.capacity)
-        postings.bulk_load((slots.slot_of[r[0]], slots.terms[slots.slot_of[r[0]]]) for r in rows)
+        slot_for = slots.slot_for
+        postings.bulk_load((s, slots.terms[s]) for s in (slot_for(r[0], r[1]) for r in rows))
         live = slots.live()
         if graph is None:
             graph = HnswIndex(dim, params["M"], params["ef_construction"], ef, threads, capacity=slots.capacity)
             indexed = np.zeros(0, np.int64)
-            source, todo = store.vectors(), len(rows)           # everything: one sequential scan
+            source, todo = store.vectors(), len(meta)           # everything: one sequential scan
         else:
-            kept = np.fromiter((slots.slot_of[r[0]] for r in rows if r[1] <= base), np.int64)
+            kept = np.fromiter((slot_for(r[0], r[1]) for r in rows if r[2] <= base), np.int64)
             # Snapshot rows whose product is gone or changed since are hidden; changed ones come back below.
             exact.remove(np.setdiff1d(np.fromiter(snap_slot.values(), np.int64, len(snap_slot)), kept))
             in_graph = graph.live_ids()
             indexed = np.intersect1d(kept, in_graph)
             graph.remove(np.setdiff1d(in_graph, indexed, assume_unique=True))
-            source, todo = store.vectors(after=base), int(np.count_nonzero(seqs > base))
+            source, todo = store.vectors(after=base), sum(1 for r in meta if r[1] > base)
         graph.ef = ef
         bar = progress_bar(todo, "loading vectors", progress and todo > 10_000)
-        slot_of = slots.slot_of
-        for ids, vecs in source:
-            exact.upsert(np.fromiter((slot_of[i] for i in ids), np.int64, len(ids)), vecs)
-            bar.update(len(ids))
+        for ids, names, vecs in source:
+            exact.upsert(np.fromiter(map(slot_for, ids, names), np.int64, len(ids)), vecs)
+            bar.update(names.count(""))
         bar.close()
         rest = np.setdiff1d(live, indexed)
         slots.mark_unindexed(rest)
@@ -84,24 +86,35 @@ def load(store, path: str, params: dict, *, storage: str, ef: int, threads: int 
             # queries search titles until a trained model aligns text with images.
             text = ExactIndex(text_dim, "fp32", threads=threads)
             for ids, vecs in store.text_vectors(text_dim):
-                text.upsert(np.fromiter((slot_of[i] for i in ids), np.int64, len(ids)), vecs)
-    log.info("catalogue %s: %d products, %d replayed after snapshot seq %d, %d to add to the graph",
-             path, len(rows), todo, base, len(rest))
+                text.upsert(np.fromiter((slots.slot_of[i] for i in ids), np.int64, len(ids)), vecs)
+    log.info("catalogue %s: %d products (%d images), %d replayed after snapshot seq %d, %d to add to the graph",
+             path, len(meta), len(rows), todo, base, len(rest))
     return Memory(slots, exact, graph, text, postings, head), base, todo
 
 
-def _with_slots(rows, snap_slot: dict[str, int]):
-    """rows (id, seq, category, attributes) as (id, slot, seq, category, attributes): the slot
-    the snapshot gave the id, else the lowest one nobody holds."""
-    taken = {snap_slot[r[0]] for r in rows if r[0] in snap_slot}
+def _image_rows(meta) -> list[tuple]:
+    """Rows (id, seq, category, attributes, image names) as one row per image: (id, name, seq,
+    category, attributes), the main image's name ""."""
+    out = []
+    for pid, seq, category, attrs, names in meta:
+        out.append((pid, "", seq, category, attrs))
+        if names is not None:
+            out += [(pid, n, seq, category, attrs) for n in json.loads(names)]
+    return out
+
+
+def _with_slots(rows, snap_slot: dict[tuple, int]):
+    """image rows (id, name, seq, category, attributes) as (id, name, slot, seq, category,
+    attributes): the slot the snapshot gave the image, else the lowest one nobody holds."""
+    taken = {snap_slot[r[:2]] for r in rows if r[:2] in snap_slot}
     free = (s for s in itertools.count() if s not in taken)
-    return [(r[0], snap_slot[r[0]] if r[0] in snap_slot else next(free), r[1], r[2], r[3]) for r in rows]
+    return [(r[0], r[1], snap_slot[r[:2]] if r[:2] in snap_slot else next(free), *r[2:]) for r in rows]
 
 
 def _load_snapshot(store, path: str, params: dict, storage: str, threads, rows, seqs_db: np.ndarray,
                    head: int):
-    """(kernel, graph, seq, {id: slot}) of the newest snapshot that agrees with the store;
-    (empty kernel, None, 0, {}) if there is none."""
+    """(kernel, graph, seq, {(id, image name): slot}) of the newest snapshot that agrees with the
+    store; (empty kernel, None, 0, {}) if there is none."""
     root = os.path.join(path, "snapshots")
     fresh = lambda: ExactIndex(params["dim"], storage, threads=threads)  # noqa: E731
     seqs = snap.list_snapshots(root)
@@ -114,11 +127,11 @@ def _load_snapshot(store, path: str, params: dict, storage: str, threads, rows, 
         try:
             if s > head:
                 raise ValueError(f"newer than the store (seq {head})")
-            graph, snap_seq, snap_ids = snap.load(root, s, params, threads, exact)
-            snap_slot = {pid: slot for slot, pid in enumerate(snap_ids) if pid is not None}
-            for (pid, seq, _, _), in_db in zip(rows, seqs_db.tolist()):
-                # rows unchanged since the snapshot must be in it as they are
-                if in_db <= s and (pid not in snap_slot or snap_seq[snap_slot[pid]] != in_db):
+            graph, snap_seq, snap_keys = snap.load(root, s, params, threads, exact)
+            snap_slot = {key: slot for slot, key in enumerate(snap_keys) if key is not None}
+            for r, in_db in zip(rows, seqs_db.tolist()):
+                # images unchanged since the snapshot must be in it as they are
+                if in_db <= s and (r[:2] not in snap_slot or snap_seq[snap_slot[r[:2]]] != in_db):
                     raise ValueError("disagrees with the store")
         except (ValueError, OSError, RuntimeError) as e:
             log.warning("catalogue %s: snapshot %d unusable (%s); trying an older one", path, s, e)

@@ -4,8 +4,9 @@
   processes on one machine may share it (`skulens serve --workers`).
 - PostgreSQL (`store_pg.py`, psycopg 3): the catalogue of record for processes on many machines.
 
-Both keep the same things: products keyed by id (with their vectors), thumbnails, tombstones of
-deleted ids, and one change sequence `seq`. A write transaction takes the store's write lock
+Both keep the same things: products keyed by id (with their vectors: the main image's, and the
+named extra images' in the same row, so an image edit is one row version), thumbnails (the main
+image's and each extra image's), tombstones of deleted ids, and one change sequence `seq`. A write transaction takes the store's write lock
 first (SQLite's BEGIN IMMEDIATE; a row lock on PostgreSQL's `seq`), so writes commit one after
 another in seq order: a reader that sees seq N has every change <= N, which is what lets a
 replica tail the store with `changes(after, upto)` and know it missed nothing. Every row and
@@ -28,7 +29,9 @@ import numpy as np
 from ..errors import InvalidArgument
 from .product import Product
 
-COLUMNS = "id, seq, sku, title, category, attributes, vector, text_vector, created, updated"
+COLUMNS = "id, seq, sku, title, category, attributes, vector, text_vector, created, updated, image_names, images"
+# What the vector reads select: a product's main vector and its extra images (`image_vectors`).
+VECTOR_COLUMNS = "id, vector, image_names, images"
 
 
 def bucket(id_: str) -> int:
@@ -80,22 +83,65 @@ def encode_attributes(attributes: dict[str, str]) -> str:
     return json.dumps(attributes, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+def encode_images(images: dict[str, np.ndarray]) -> tuple[str | None, bytes | None]:
+    """A product's extra images as (names: a JSON list, vectors: their float32s end to end); NULLs for none."""
+    if not images:
+        return None, None
+    return (json.dumps(list(images), ensure_ascii=False, separators=(",", ":")),
+            b"".join(np.asarray(v, "<f4").tobytes() for v in images.values()))
+
+
+def decode_images(names, blob, dim: int) -> dict[str, np.ndarray]:
+    if names is None:
+        return {}
+    names = json.loads(names)
+    vecs = np.frombuffer(bytes(blob), dtype="<f4").reshape(len(names), dim)
+    return {n: vecs[i].copy() for i, n in enumerate(names)}
+
+
 def product_of(r) -> Product:
     """A Product from a row of COLUMNS."""
-    return Product(r[0], r[2], r[3], r[4], json.loads(r[5]), np.frombuffer(r[6], dtype="<f4").copy(),
-                   None if r[7] is None else np.frombuffer(r[7], dtype="<f4").copy(), r[8], r[9])
+    vector = np.frombuffer(r[6], dtype="<f4").copy()
+    return Product(r[0], r[2], r[3], r[4], json.loads(r[5]), vector,
+                   None if r[7] is None else np.frombuffer(r[7], dtype="<f4").copy(), r[8], r[9],
+                   images=decode_images(r[10], r[11], len(vector)))
 
 
 def upsert_rows(products: list[Product], seq: int, now: float) -> list[tuple]:
-    """Rows of (id, bucket, seq, sku, title, category, attributes, vector, text_vector, created, updated)."""
+    """Rows of (id, bucket, seq, sku, title, category, attributes, vector, text_vector, created, updated,
+    image_names, images)."""
     return [(p.id, bucket(p.id), seq, p.sku, p.title, p.category, encode_attributes(p.attributes),
-             p.vector.tobytes(), None if p.text_vector is None else p.text_vector.tobytes(), now, now)
-            for p in products]
+             p.vector.tobytes(), None if p.text_vector is None else p.text_vector.tobytes(), now, now,
+             *encode_images(p.images)) for p in products]
+
+
+def image_thumbnail_rows(products: list[Product]) -> tuple[list[tuple], list[tuple]]:
+    """(rows to write: (id, name, image), (id, [names]) whose other image thumbnails go): an
+    upsert keeps the thumbnails of the images it still names and was not given a new one for."""
+    put = [(p.id, n, t) for p in products for n, t in p.image_thumbnails.items()]
+    keep = [(p.id, list(p.images)) for p in products]
+    return put, keep
 
 
 def stack(rows, dim: int) -> np.ndarray:
     """The float32 vectors in the second column of rows (id, vector, ...), as one (n, dim) array."""
     return np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype="<f4").reshape(len(rows), dim)
+
+
+def image_vectors(rows, dim: int) -> tuple[list[str], list[str], np.ndarray]:
+    """Every image vector of rows of VECTOR_COLUMNS (+ anything after): (product ids, image names
+    with "" for the main one, (n, dim) float32s), each product's main image first."""
+    ids, names, parts = [], [], []
+    for r in rows:
+        ids.append(r[0])
+        names.append("")
+        parts.append(bytes(r[1]))
+        if r[2] is not None:
+            extra = json.loads(r[2])
+            ids += [r[0]] * len(extra)
+            names += extra
+            parts.append(bytes(r[3]))
+    return ids, names, np.frombuffer(b"".join(parts), dtype="<f4").reshape(len(ids), dim)
 
 
 def is_url(spec: str) -> bool:

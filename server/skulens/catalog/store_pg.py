@@ -16,7 +16,8 @@ import threading
 from contextlib import contextmanager
 
 from ..errors import CorruptCatalog, InvalidArgument, Unavailable
-from .store import COLUMNS, Changes, Partition, bucket, describe, product_of, stack, upsert_rows
+from .store import (COLUMNS, VECTOR_COLUMNS, Changes, Partition, bucket, describe, image_thumbnail_rows,
+                    image_vectors, product_of, stack, upsert_rows)
 
 try:
     import psycopg
@@ -24,7 +25,7 @@ try:
 except ImportError:  # pragma: no cover - the message says what to install
     psycopg = None
 
-FORMAT = "2"
+FORMAT = "3"  # 2: no extra images per product (migrated on open)
 CONNECT_S = 3
 CHANNEL = "skulens_changes"
 _LOCK_KEY = 0x736B756C656E73   # pg_advisory_lock: one replica creates the schema at a time
@@ -35,7 +36,13 @@ _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS skulens.products (
         id TEXT PRIMARY KEY, bucket INTEGER NOT NULL, seq BIGINT NOT NULL, sku TEXT NOT NULL,
         title TEXT NOT NULL, category TEXT NOT NULL, attributes TEXT NOT NULL, vector BYTEA NOT NULL,
-        text_vector BYTEA, created DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL)""",
+        text_vector BYTEA, created DOUBLE PRECISION NOT NULL, updated DOUBLE PRECISION NOT NULL,
+        image_names TEXT, images BYTEA)""",
+    # format 2 -> 3: the extra images (NULL: the main image only); no row is rewritten
+    "ALTER TABLE skulens.products ADD COLUMN IF NOT EXISTS image_names TEXT",
+    "ALTER TABLE skulens.products ADD COLUMN IF NOT EXISTS images BYTEA",
+    """CREATE TABLE IF NOT EXISTS skulens.image_thumbnails (id TEXT NOT NULL, name TEXT NOT NULL,
+        image BYTEA NOT NULL, PRIMARY KEY (id, name))""",
     "CREATE INDEX IF NOT EXISTS products_seq ON skulens.products (seq)",
     "CREATE TABLE IF NOT EXISTS skulens.thumbnails (id TEXT PRIMARY KEY, image BYTEA NOT NULL)",
     "CREATE TABLE IF NOT EXISTS skulens.tombstones (id TEXT PRIMARY KEY, bucket INTEGER NOT NULL, seq BIGINT NOT NULL)",
@@ -88,6 +95,9 @@ class PgStore:
                 c.execute("INSERT INTO skulens.meta VALUES ('format', %s), ('dim', %s), ('seq', '0') "
                           "ON CONFLICT (key) DO NOTHING", (FORMAT, str(dim)))
             meta = dict(c.execute("SELECT key, value FROM skulens.meta").fetchall())
+            if meta.get("format") == "2":  # the statements above migrated it
+                c.execute("UPDATE skulens.meta SET value = %s WHERE key = 'format'", (FORMAT,))
+                meta["format"] = FORMAT
         finally:
             c.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
         if meta.get("format") != FORMAT:
@@ -120,20 +130,27 @@ class PgStore:
                 if kind == "delete":
                     cur.execute("DELETE FROM skulens.products WHERE id = ANY(%s)", (arg,))
                     cur.execute("DELETE FROM skulens.thumbnails WHERE id = ANY(%s)", (arg,))
+                    cur.execute("DELETE FROM skulens.image_thumbnails WHERE id = ANY(%s)", (arg,))
                     cur.executemany("INSERT INTO skulens.tombstones VALUES (%s, %s, %s) ON CONFLICT (id) "
                                     "DO UPDATE SET seq = excluded.seq", [(i, bucket(i), seq) for i in arg])
                     continue
                 cur.executemany(
                     f"INSERT INTO skulens.products (id, bucket, {COLUMNS.removeprefix('id, ')}) VALUES "
-                    "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET seq=excluded.seq, "
+                    "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO UPDATE SET seq=excluded.seq, "
                     "sku=excluded.sku, title=excluded.title, category=excluded.category, "
                     "attributes=excluded.attributes, vector=excluded.vector, text_vector=excluded.text_vector, "
-                    "updated=excluded.updated", upsert_rows(arg, seq, now))
+                    "updated=excluded.updated, image_names=excluded.image_names, images=excluded.images",
+                    upsert_rows(arg, seq, now))
                 cur.execute("DELETE FROM skulens.tombstones WHERE id = ANY(%s)", ([p.id for p in arg],))
                 thumbs = [(p.id, p.thumbnail) for p in arg if p.thumbnail is not None]
                 if thumbs:
                     cur.executemany("INSERT INTO skulens.thumbnails VALUES (%s, %s) ON CONFLICT (id) "
                                     "DO UPDATE SET image = excluded.image", thumbs)
+                put, keep = image_thumbnail_rows(arg)
+                cur.executemany("DELETE FROM skulens.image_thumbnails WHERE id = %s AND name <> ALL(%s)", keep)
+                if put:
+                    cur.executemany("INSERT INTO skulens.image_thumbnails VALUES (%s, %s, %s) ON CONFLICT (id, name) "
+                                    "DO UPDATE SET image = excluded.image", put)
             cur.execute("UPDATE skulens.meta SET value = %s WHERE key = 'seq'", (str(seq),))
             cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(seq)))
 
@@ -198,15 +215,15 @@ class PgStore:
 
     @_unavailable
     def scan_meta(self):
-        return self._w.execute("SELECT id, seq, category, attributes FROM skulens.products "
+        return self._w.execute("SELECT id, seq, category, attributes, image_names FROM skulens.products "
                                f"WHERE true{self.partition.sql(pg=True)}").fetchall()
 
     def vectors(self, after: int | None = None, chunk: int = 8192):
         with self._w.cursor(name="skulens_vectors") as cur:  # server-side: rows arrive in chunks
-            cur.execute(f"SELECT id, vector FROM skulens.products WHERE seq > %s{self.partition.sql(pg=True)}",
-                        (-1 if after is None else after,))
+            cur.execute(f"SELECT {VECTOR_COLUMNS} FROM skulens.products WHERE seq > %s"
+                        f"{self.partition.sql(pg=True)}", (-1 if after is None else after,))
             while rows := cur.fetchmany(chunk):
-                yield [r[0] for r in rows], stack(rows, self.dim)
+                yield image_vectors(rows, self.dim)
 
     def text_vectors(self, dim: int, chunk: int = 8192):
         with self._w.cursor(name="skulens_text") as cur:
@@ -223,15 +240,25 @@ class PgStore:
         return {r[0]: product_of(r) for r in rows}
 
     @_unavailable
-    def rows_of(self, ids: list[str]):
-        with self._pool.connection() as c:
-            got = c.execute("SELECT id, vector, seq FROM skulens.products WHERE id = ANY(%s)", (list(ids),)).fetchall()
-        return [r[0] for r in got], [r[2] for r in got], stack(got, self.dim)
+    def get_locked(self, ids: list[str]) -> dict:
+        rows = self._w.execute(f"SELECT {COLUMNS} FROM skulens.products WHERE id = ANY(%s)", (list(ids),)).fetchall()
+        return {r[0]: product_of(r) for r in rows}
 
     @_unavailable
-    def thumbnail(self, id_: str) -> bytes | None:
+    def rows_of(self, ids: list[str]):
         with self._pool.connection() as c:
-            r = c.execute("SELECT image FROM skulens.thumbnails WHERE id = %s", (id_,)).fetchone()
+            got = c.execute(f"SELECT {VECTOR_COLUMNS}, seq FROM skulens.products WHERE id = ANY(%s)",
+                            (list(ids),)).fetchall()
+        pids, names, vecs = image_vectors(got, self.dim)
+        seq = {r[0]: r[4] for r in got}
+        return pids, names, [seq[i] for i in pids], vecs
+
+    @_unavailable
+    def thumbnail(self, id_: str, image: str = "") -> bytes | None:
+        with self._pool.connection() as c:
+            r = (c.execute("SELECT image FROM skulens.thumbnails WHERE id = %s", (id_,)) if not image else
+                 c.execute("SELECT image FROM skulens.image_thumbnails WHERE id = %s AND name = %s", (id_, image))
+                 ).fetchone()
         return None if r is None else bytes(r[0])
 
     @_unavailable

@@ -9,6 +9,7 @@ own connection per thread.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -16,9 +17,10 @@ import time
 from contextlib import contextmanager
 
 from ..errors import CorruptCatalog, InvalidArgument
-from .store import COLUMNS, Changes, Partition, bucket, product_of, stack, upsert_rows
+from .store import (COLUMNS, VECTOR_COLUMNS, Changes, Partition, bucket, image_thumbnail_rows, image_vectors,
+                    product_of, stack, upsert_rows)
 
-FORMAT = "2"
+FORMAT = "3"  # 2: no extra images per product (migrated on open); 1: slots stored per product
 # How often a follower asks whether another process committed (PRAGMA data_version): every 2 ms
 # after a change, backing off to 20 ms while nothing changes (an idle worker then costs ~0.5% of a
 # core, not 3.5%). A Search with min_seq does not wait for the poll: it reads the head itself.
@@ -37,13 +39,17 @@ CREATE TABLE IF NOT EXISTS products (
     vector      BLOB NOT NULL,
     text_vector BLOB,
     created     REAL NOT NULL,
-    updated     REAL NOT NULL
+    updated     REAL NOT NULL,
+    image_names TEXT,           -- the extra images' names, a JSON list (NULL: the main image only)
+    images      BLOB            -- their float32 vectors end to end, in that order
 );
 CREATE INDEX IF NOT EXISTS products_seq ON products (seq);
 -- Start-up reads every product's metadata: this covering index lets it skip
 -- the vectors (1 KiB a row at d=256) instead of reading the whole table.
-CREATE INDEX IF NOT EXISTS products_meta ON products (bucket, seq, id, category, attributes);
+CREATE INDEX IF NOT EXISTS products_meta ON products (bucket, seq, id, category, attributes, image_names);
 CREATE TABLE IF NOT EXISTS thumbnails (id TEXT PRIMARY KEY, image BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS image_thumbnails (id TEXT NOT NULL, name TEXT NOT NULL, image BLOB NOT NULL,
+                                             PRIMARY KEY (id, name));
 -- Deleted ids, so a replica tailing the store sees deletes (an upsert of the id removes its row).
 CREATE TABLE IF NOT EXISTS tombstones (id TEXT PRIMARY KEY, bucket INTEGER NOT NULL, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones (seq);
@@ -88,6 +94,9 @@ class SqliteStore:
         if meta.get("format") == "1":
             self._migrate_from_1()
             meta = dict(c.execute("SELECT key, value FROM meta"))
+        if meta.get("format") == "2":
+            self._migrate_from_2()
+            meta = dict(c.execute("SELECT key, value FROM meta"))
         for stmt in _statements(_SCHEMA):
             c.execute(stmt)
         if not meta:
@@ -106,8 +115,17 @@ class SqliteStore:
         for stmt in _statements(_SCHEMA):  # format 1 kept each product's slot; slots are each replica's own now
             c.execute(stmt)
         c.execute(f"INSERT INTO products SELECT id, skulens_bucket(id), seq, sku, title, category, attributes, "
-                  f"vector, text_vector, created, updated FROM products_v1")
+                  f"vector, text_vector, created, updated, NULL, NULL FROM products_v1")
         c.execute("DROP TABLE products_v1")
+        c.execute("UPDATE meta SET value = ? WHERE key = 'format'", (FORMAT,))
+
+    def _migrate_from_2(self) -> None:
+        """Format 2 had one image per product: two NULL columns (no rewrite of the rows) and the
+        start-up index rebuilt to cover the image names."""
+        c = self._w
+        c.execute("ALTER TABLE products ADD COLUMN image_names TEXT")
+        c.execute("ALTER TABLE products ADD COLUMN images BLOB")
+        c.execute("DROP INDEX IF EXISTS products_meta")
         c.execute("UPDATE meta SET value = ? WHERE key = 'format'", (FORMAT,))
 
     def _connect(self) -> sqlite3.Connection:
@@ -152,17 +170,24 @@ class SqliteStore:
             if kind == "delete":
                 c.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in arg])
                 c.executemany("DELETE FROM thumbnails WHERE id = ?", [(i,) for i in arg])
+                c.executemany("DELETE FROM image_thumbnails WHERE id = ?", [(i,) for i in arg])
                 c.executemany("INSERT OR REPLACE INTO tombstones VALUES (?, ?, ?)", [(i, bucket(i), seq) for i in arg])
                 continue
             c.executemany(
-                f"INSERT INTO products (id, bucket, {COLUMNS.removeprefix('id, ')}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(id) DO UPDATE SET seq=excluded.seq, sku=excluded.sku, title=excluded.title, "
-                "category=excluded.category, attributes=excluded.attributes, vector=excluded.vector, "
-                "text_vector=excluded.text_vector, updated=excluded.updated", upsert_rows(arg, seq, now))
+                f"INSERT INTO products (id, bucket, {COLUMNS.removeprefix('id, ')}) VALUES "
+                "(?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET seq=excluded.seq, sku=excluded.sku, "
+                "title=excluded.title, category=excluded.category, attributes=excluded.attributes, "
+                "vector=excluded.vector, text_vector=excluded.text_vector, updated=excluded.updated, "
+                "image_names=excluded.image_names, images=excluded.images", upsert_rows(arg, seq, now))
             c.executemany("DELETE FROM tombstones WHERE id = ?", [(p.id,) for p in arg])
             thumbs = [(p.id, p.thumbnail) for p in arg if p.thumbnail is not None]
             if thumbs:
                 c.executemany("INSERT OR REPLACE INTO thumbnails VALUES (?, ?)", thumbs)
+            put, keep = image_thumbnail_rows(arg)
+            c.executemany("DELETE FROM image_thumbnails WHERE id = ? AND name NOT IN (SELECT value FROM json_each(?))",
+                          [(i, json.dumps(names)) for i, names in keep])
+            if put:
+                c.executemany("INSERT OR REPLACE INTO image_thumbnails VALUES (?, ?, ?)", put)
         c.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (str(seq),))
 
     def commit(self, seq: int) -> None:
@@ -231,20 +256,21 @@ class SqliteStore:
                 pass
 
     def scan_meta(self):
-        """(id, seq, category, attributes-json) of this partition's products (start-up)."""
+        """(id, seq, category, attributes-json, image-names-json) of this partition's products (start-up)."""
         try:
-            return self._w.execute("SELECT id, seq, category, attributes FROM products "
+            return self._w.execute("SELECT id, seq, category, attributes, image_names FROM products "
                                    f"WHERE 1{self.partition.sql()}").fetchall()
         except sqlite3.DatabaseError as e:
             raise self._damaged(e) from None
 
     def vectors(self, after: int | None = None, chunk: int = 8192):
-        """Yield (ids, vectors) of this partition's rows (those changed after seq `after`)."""
-        q = f"SELECT id, vector FROM products WHERE seq > ?{self.partition.sql()}"
+        """Yield (ids, image names, vectors) of every image of this partition's rows (those changed
+        after seq `after`)."""
+        q = f"SELECT {VECTOR_COLUMNS} FROM products WHERE seq > ?{self.partition.sql()}"
         try:
             cur = self._w.execute(q, (-1 if after is None else after,))
             while rows := cur.fetchmany(chunk):
-                yield [r[0] for r in rows], stack(rows, self.dim)
+                yield image_vectors(rows, self.dim)
         except sqlite3.DatabaseError as e:
             raise self._damaged(e) from None
 
@@ -265,17 +291,27 @@ class SqliteStore:
                 out[r[0]] = product_of(r)
         return out
 
-    def rows_of(self, ids: list[str]) -> tuple[list, list, object]:
-        """(ids, seqs, vectors) of those of ids that are stored (the indexer's reads)."""
+    def get_locked(self, ids: list[str]) -> dict:
+        """get() inside the write transaction (an image edit reads the row it rewrites)."""
+        return {r[0]: product_of(r) for r in self._w.execute(
+            f"SELECT {COLUMNS} FROM products WHERE id IN ({','.join('?' * len(ids))})", ids)}
+
+    def rows_of(self, ids: list[str]) -> tuple[list, list, list, object]:
+        """(ids, image names, seqs, vectors) of every image of those of ids that are stored (the
+        indexer's reads)."""
         c, got = self._reader(), []
         for i in range(0, len(ids), 500):
             part = ids[i:i + 500]
-            got += c.execute(f"SELECT id, vector, seq FROM products WHERE id IN ({','.join('?' * len(part))})",
+            got += c.execute(f"SELECT {VECTOR_COLUMNS}, seq FROM products WHERE id IN ({','.join('?' * len(part))})",
                              part).fetchall()
-        return [r[0] for r in got], [r[2] for r in got], stack(got, self.dim)
+        pids, names, vecs = image_vectors(got, self.dim)
+        seq = {r[0]: r[4] for r in got}
+        return pids, names, [seq[i] for i in pids], vecs
 
-    def thumbnail(self, id_: str) -> bytes | None:
-        r = self._reader().execute("SELECT image FROM thumbnails WHERE id = ?", (id_,)).fetchone()
+    def thumbnail(self, id_: str, image: str = "") -> bytes | None:
+        c = self._reader()
+        r = (c.execute("SELECT image FROM thumbnails WHERE id = ?", (id_,)) if not image else
+             c.execute("SELECT image FROM image_thumbnails WHERE id = ? AND name = ?", (id_, image))).fetchone()
         return None if r is None else r[0]
 
     def size_bytes(self) -> int:

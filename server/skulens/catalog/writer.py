@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import Unavailable
+from ..errors import InvalidArgument, NotFound, Unavailable
+from ..limits import MAX_IMAGES
 from .filters import terms_of
 from .product import Product
 from .state import Memory
@@ -31,9 +32,10 @@ log = logging.getLogger("skulens.catalog")
 @dataclass(slots=True, eq=False)
 class Write:
     """One caller's write waiting in the group-commit queue."""
-    kind: str                  # "upsert" (items: Products) or "delete" (items: ids)
-    items: list
-    present: list = field(default_factory=list)
+    kind: str                  # "upsert" (items: Products), "delete" (items: ids), or "images":
+    items: list                #   items = [product id, {name: vector} to add, {name: thumbnail}, [names] to remove]
+    present: list = field(default_factory=list)   # delete: the ids that existed; images: [the product as written]
+    changed: int = 0           # images: how many images it added, replaced or removed
     done: bool = False
     result: int = 0
     error: BaseException | None = None
@@ -79,17 +81,28 @@ class Writer:
                     self.guard(lambda: self.apply(store.changes(m.applied, locked=True)))
                 asked = [i for w in group if w.kind == "delete" for i in w.items]
                 stored = store.present(asked) if asked else set()
+                edited = list({w.items[0] for w in group if w.kind == "images"})
+                # id -> the product as the group's earlier writes leave it (None: deleted), for image edits
+                latest = store.get_locked(edited) if edited else {}
                 here: dict[str, bool] = {}  # id -> exists, as the group's earlier writes leave it
                 ops = []
                 for w in group:
                     if w.kind == "upsert":
                         here.update((p.id, True) for p in w.items)
+                        latest.update((p.id, p) for p in w.items)
                         ops.append(("upsert", w.items))
-                        continue
-                    w.present = [i for i in w.items if here.get(i, i in stored)]
-                    here.update((i, False) for i in w.present)
-                    if w.present:
-                        ops.append(("delete", w.present))
+                    elif w.kind == "images":
+                        p = edit_images(w, latest.get(w.items[0]))
+                        if p is not None:
+                            here[p.id], latest[p.id] = True, p
+                            if w.changed:
+                                ops.append(("upsert", [p]))
+                    else:
+                        w.present = [i for i in w.items if here.get(i, i in stored)]
+                        here.update((i, False) for i in w.present)
+                        latest.update((i, None) for i in w.present)
+                        if w.present:
+                            ops.append(("delete", w.present))
                 seq = head + 1 if ops else head
                 t0 = time.perf_counter()
                 if ops:
@@ -114,6 +127,14 @@ class Writer:
         def own():
             nonlocal n
             for w in group:
+                if w.done:  # an image edit refused on its own (no such product, too many images)
+                    continue
+                if w.kind == "images":
+                    if w.changed and self.partition.holds(w.items[0]):
+                        self._apply_upserts(w.present, np.full(1, seq, np.int64))
+                    w.result, w.done = seq, True
+                    n += 1
+                    continue
                 if w.kind == "upsert":
                     mine = [p for p in w.items if self.partition.holds(p.id)]
                     if mine:
@@ -175,39 +196,57 @@ class Writer:
         m.rw.acquire_write()
         try:
             for i in ids:
-                s, terms = m.slots.release(i)
-                m.exact.remove([s])
-                m.graph.remove([s])
-                if m.text is not None and s in m.text:
-                    m.text.remove([s])
-                m.postings.remove(s, terms)
+                for name in reversed(m.slots.images_of(i)):  # extra images first, the main one last
+                    self._drop(i, name)
             m.version += 1
         finally:
             m.rw.release_write()
 
-    def _apply_upserts(self, items: list[Product], seqs: np.ndarray, chunk: int = 1024) -> None:
-        """Kernel and filters now; the graph's old version of an updated slot is
-        hidden and the indexer adds the new one (exact scans cover it meanwhile)."""
+    def _drop(self, pid: str, name: str) -> None:
+        """One image out of the indexes (under the write lock)."""
         m = self.mem
-        vecs = np.stack([p.vector for p in items])
+        s, terms = m.slots.release(pid, name)
+        m.exact.remove([s])
+        m.graph.remove([s])
+        if m.text is not None and s in m.text:
+            m.text.remove([s])
+        m.postings.remove(s, terms)
+
+    def _apply_upserts(self, items: list[Product], seqs: np.ndarray, chunk: int = 1024) -> None:
+        """Kernel and filters now, one slot per image; the graph's old version of an updated slot
+        is hidden and the indexer adds the new one (exact scans cover it meanwhile). Images the
+        product no longer has leave the indexes."""
+        m = self.mem
         for a in range(0, len(items), chunk):
-            b = min(a + chunk, len(items))
-            slot_of = m.slots.slot_of  # ids are distinct within one call: each new one gets its own slot
-            sl = np.fromiter((slot_of[p.id] if p.id in slot_of else self._alloc() for p in items[a:b]),
-                             np.int64, b - a)
+            part, qs = items[a:a + chunk], seqs[a:a + chunk].tolist()
+            main, sl, vecs, gone = [], [], [], []
+            for p in part:  # ids are distinct within one call: each new image gets its own slot
+                had = m.slots.images_of(p.id)
+                for name, v in (("", p.vector), *p.images.items()):
+                    s = had.pop(name, None)
+                    sl.append(self._alloc() if s is None else s)
+                    vecs.append(v)
+                main.append(sl[-1 - len(p.images)])
+                gone += [(p.id, name) for name in had]
+            sl_arr = np.asarray(sl, np.int64)
             m.rw.acquire_write()
             try:
-                m.exact.upsert(sl, vecs[a:b])
-                m.graph.remove(sl)
+                for pid, name in gone:
+                    self._drop(pid, name)
+                m.exact.upsert(sl_arr, np.stack(vecs))
+                m.graph.remove(sl_arr)
                 if m.text is not None:
-                    self._apply_text(items[a:b], sl)
-                for p, s, q in zip(items[a:b], sl.tolist(), seqs[a:b].tolist()):
+                    self._apply_text(part, np.asarray(main, np.int64))
+                it = iter(sl)
+                for p, q in zip(part, qs):
                     terms = terms_of(p.category, p.attributes)
-                    old = m.slots.assign(s, p.id, terms, q)
-                    if old is not None:
-                        m.postings.remove(s, old)
-                    m.postings.add(s, terms)
-                m.slots.mark_unindexed(sl)
+                    for name in ("", *p.images):
+                        s = next(it)
+                        old = m.slots.assign(s, p.id, terms, q, name)
+                        if old is not None:
+                            m.postings.remove(s, old)
+                        m.postings.add(s, terms)
+                m.slots.mark_unindexed(sl_arr)
                 m.version += 1
             finally:
                 m.rw.release_write()
@@ -222,3 +261,23 @@ class Writer:
         gone = [int(s) for s, h in zip(slots, has) if not h and s in text]
         if gone:
             text.remove(gone)
+
+
+def edit_images(w: Write, p: Product | None) -> Product | None:
+    """The product after image edit w (None and w refused when there is no such product, or
+    when it would hold more than MAX_IMAGES); w.changed counts what it changed."""
+    pid, add, thumbs, remove = w.items
+    if p is None:
+        w.error, w.done = NotFound(f"no product with id {pid!r}"), True
+        return None
+    images = dict(p.images)
+    w.changed = sum(images.pop(name, None) is not None for name in remove) + len(add)
+    images.update(add)
+    if len(images) + 1 > MAX_IMAGES:
+        w.error, w.done = InvalidArgument(f"product {pid!r} would hold {len(images) + 1} images; "
+                                          f"at most {MAX_IMAGES}"), True
+        return None
+    out = Product(p.id, p.sku, p.title, p.category, p.attributes, p.vector, p.text_vector,
+                  images=images, image_thumbnails=dict(thumbs))
+    w.present = [out]
+    return out
