@@ -19,14 +19,44 @@ def vector(seed: int, n: int, pid: int) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
+NAMES = ("back", "side", "top", "box")  # extra images a product may have
+
+
 def op(seed: int, n: int):
-    """('upsert', [product dicts]) or ('delete', [ids])."""
+    """('upsert', [product dicts, some with extra images]), ('delete', [ids]), ('add_images', (id,
+    {name: vector})) or ('remove_images', (id, [names])); an image edit of a product that is not
+    stored is refused (NOT_FOUND) and changes nothing."""
     rng = np.random.default_rng([seed, n])
     ids = sorted(set(rng.integers(0, POOL, int(rng.integers(1, 40))).tolist()))
-    if rng.random() < 0.2:
+    r = rng.random()
+    if r < 0.2:
         return "delete", [f"p{i}" for i in ids]
+    if r < 0.3:
+        names = rng.choice(NAMES, int(rng.integers(1, 3)), replace=False).tolist()
+        return "add_images", (f"p{ids[0]}", {m: vector(seed, n, POOL + j) for j, m in enumerate(names)})
+    if r < 0.35:
+        return "remove_images", (f"p{ids[0]}", rng.choice(NAMES, 2, replace=False).tolist())
+
+    def images(i):
+        names = [m for m in NAMES if rng.random() < 0.15]
+        return {m: vector(seed, n, POOL * (j + 2) + i) for j, m in enumerate(names)}
     return "upsert", [dict(id=f"p{i}", sku=f"S{i}", title=f"v{n}", category=f"c{i % 4}",
-                           attributes={"op": str(n)}, vector=vector(seed, n, i)) for i in ids]
+                           attributes={"op": str(n)}, vector=vector(seed, n, i), images=images(i)) for i in ids]
+
+
+def run(c, kind: str, arg) -> None:
+    from skulens.errors import NotFound
+    try:
+        if kind == "upsert":
+            c.upsert(arg)
+        elif kind == "delete":
+            c.delete(arg)
+        elif kind == "add_images":
+            c.add_images(*arg)
+        else:
+            c.remove_images(*arg)
+    except NotFound:  # an image edit of a product that is not stored: refused, nothing changed
+        pass
 
 
 def main() -> None:
@@ -39,7 +69,7 @@ def main() -> None:
         while True:
             kind, arg = op(seed, n)
             print(f"BEGIN {n}", flush=True)
-            c.upsert(arg) if kind == "upsert" else c.delete(arg)
+            run(c, kind, arg)
             print(f"ACK {n}", flush=True)
             n += 1
 

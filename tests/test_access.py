@@ -45,6 +45,8 @@ CALLS = {  # RPC -> (call on a Client, the role it needs)
     "Upsert": (lambda c: c.upsert([dict(id="w", vector=np.ones(D))]), "write"),
     "UpsertStream": (lambda c: c.upsert_stream([[dict(id="w2", vector=np.ones(D))]]), "write"),
     "Delete": (lambda c: c.delete(["nobody"]), "write"),
+    "AddImages": (lambda c: c.add_images("p1", {"side": np.ones(D)}), "write"),
+    "RemoveImages": (lambda c: c.remove_images("p1", ["side"]), "write"),
     "Embed": (lambda c: c.embed(text="boots"), "read"),   # past auth: UNIMPLEMENTED (no text encoder here)
     "SearchScene": (lambda c: c.search_scene(b"\x89PNG"), "read"),   # past auth: UNIMPLEMENTED (no image encoder)
     "SearchSceneStream": (lambda c: list(c.search_scene_stream([b"\x89PNG"])), "read"),

@@ -24,14 +24,20 @@ ROUNDS = int(os.environ.get("SKULENS_KILL_ROUNDS", "20"))
 
 
 def apply(state: dict, seed: int, n: int) -> dict:
+    """state: id -> (op that wrote its fields, main vector, {image name: vector})."""
     kind, arg = worker.op(seed, n)
     state = dict(state)
     if kind == "upsert":
         for p in arg:
-            state[p["id"]] = (n, p["vector"])
-    else:
+            state[p["id"]] = (n, p["vector"], p["images"])
+    elif kind == "delete":
         for i in arg:
             state.pop(i, None)
+    elif arg[0] in state:  # an image edit keeps the product's fields and its other images
+        m, v, images = state[arg[0]]
+        images = {**images, **arg[1]} if kind == "add_images" else {k: x for k, x in images.items()
+                                                                     if k not in arg[1]}
+        state[arg[0]] = (m, v, images)
     return state
 
 
@@ -43,26 +49,28 @@ def stored(path) -> dict:
         for pid, p in got.items():
             n = int(p.title[1:])
             assert p.attributes == {"op": str(n)} and p.category == f"c{int(pid[1:]) % 4}"
-            state[pid] = (n, p.vector)
-        # Search agrees with an exact oracle over exactly what is stored.
+            state[pid] = (n, p.vector, p.images)
+        assert c.stats()["images"] == sum(1 + len(s[2]) for s in state.values())
+        # Search agrees with an exact oracle over exactly what is stored: a product scores its best image.
         if state:
             ids = sorted(state)
-            x = np.stack([state[i][1] for i in ids]).astype(np.float64)
             for q in clustered(5, worker.DIM, seed=len(state)):
-                s = x @ (q / np.linalg.norm(q))
+                q = q / np.linalg.norm(q)
+                s = np.array([max(float(v @ q) for v in (st[1], *st[2].values())) for st in map(state.get, ids)])
                 k = min(10, len(ids))
                 want = [ids[i] for i in np.argsort(-s, kind="stable")[:k]]
                 hits = c.search(q, 10, mode="exact")
                 assert [h.id for h in hits] == want or np.allclose([h.score for h in hits], np.sort(s)[::-1][:k],
                                                                    atol=1e-5)
                 auto = c.search(q, 10, mode="auto")
-                assert len(auto) == k
+                assert len(auto) == k and len({h.id for h in auto}) == k
     return state
 
 
 def same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(a[i][0] == b[i][0] and np.allclose(a[i][1], b[i][1], atol=1e-6)
-                                        for i in a)
+    return a.keys() == b.keys() and all(
+        a[i][0] == b[i][0] and np.allclose(a[i][1], b[i][1], atol=1e-6) and a[i][2].keys() == b[i][2].keys()
+        and all(np.allclose(a[i][2][m], b[i][2][m], atol=1e-6) for m in a[i][2]) for i in a)
 
 
 def test_kill_9_loses_nothing_acknowledged(tmp_path):

@@ -215,6 +215,14 @@ class RouteService(pb_grpc.ProductSearchServicer):
         return self._one("GetProduct", request, context)
 
     @_forward
+    def AddImages(self, request, context):
+        return self._one("AddImages", request, context)
+
+    @_forward
+    def RemoveImages(self, request, context):
+        return self._one("RemoveImages", request, context)
+
+    @_forward
     def Embed(self, request, context):
         return self._one("Embed", request, context)
 

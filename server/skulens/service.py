@@ -1,12 +1,12 @@
 """The gRPC service: request -> decode -> encode -> search -> rank -> response.
 
 Every RPC checks its request once, maps skulens errors to their gRPC codes in
-one place (`_rpc`), and never lets an exception take the server down.
+one place (`rpc.py`), and never lets an exception take the server down. The write RPCs
+are in `writes.py`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -15,11 +15,13 @@ import time
 import grpc
 import numpy as np
 
-from .catalog import Catalog, Product
+from .catalog import Catalog
 from .errors import DeadlineExceeded, InvalidArgument, NotFound, SkulensError, Unavailable, Unimplemented
 from .fusion import Fusion
+from .rpc import floats as _floats, rpc as _rpc
+from .writes import Writes
 from .scene import SceneTracks, search_scene
-from .limits import MAX_ID_BYTES, MAX_SEQ_WAIT_S, MAX_TOP_K
+from .limits import MAX_ID_BYTES, MAX_IMAGES, MAX_SEQ_WAIT_S, MAX_TOP_K
 from .security.auth import caller
 from .security.images import scrub
 from .v1 import skulens_pb2 as pb
@@ -29,28 +31,6 @@ log = logging.getLogger("skulens.service")
 
 # The proto's Mode enum, by the catalogue's names (MODE_AUTO -> "auto"; limits.MODES lists the same).
 MODES = {value: name.removeprefix("MODE_").lower() for name, value in pb.Mode.items()}
-
-
-def _rpc(fn):
-    """Turn skulens errors into their gRPC status; anything else is INTERNAL
-    with the server still up."""
-    @functools.wraps(fn)
-    def wrapper(self, request, context):
-        try:
-            if self.catalog is None:
-                raise Unavailable("the server is still loading its catalogue")
-            return fn(self, request, context)
-        except SkulensError as e:
-            context.abort(getattr(grpc.StatusCode, e.grpc_code), scrub(str(e)))
-        except Exception as e:  # noqa: BLE001 - reported to the caller, logged here
-            log.exception("%s failed", fn.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, scrub(f"{type(e).__name__}: {e}"))
-    return wrapper
-
-
-def _floats(values) -> np.ndarray:
-    """A protobuf repeated float as float32 (fromiter: the fastest path from upb's container)."""
-    return np.fromiter(values, np.float32, len(values))
 
 
 def _vector(v: pb.Vector) -> np.ndarray:
@@ -104,7 +84,7 @@ def stream_hits(fusion: Fusion, frame: int, r: pb.SearchResponse) -> pb.StreamHi
                          timings=r.timings)
 
 
-class ProductSearch(pb_grpc.ProductSearchServicer):
+class ProductSearch(Writes, pb_grpc.ProductSearchServicer):
     """skulens.v1.ProductSearch over one catalogue and the encoders it was given."""
 
     def __init__(self, catalog: Catalog | None, encoders=None):
@@ -168,8 +148,11 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         _deadline(context)
         t1 = time.perf_counter_ns()
         # "More like this" leaves the product itself out of its own answer.
+        if not 0 <= request.images_per_hit <= MAX_IMAGES:
+            raise InvalidArgument(f"images_per_hit must be in 0..{MAX_IMAGES}, got {request.images_per_hit}")
         hits = self.catalog.search(vector, top_k + (exclude is not None), filters=filters,
-                                   mode=MODES[request.mode], ef=request.ef or None, field=field)
+                                   mode=MODES[request.mode], ef=request.ef or None, field=field,
+                                   images=request.images_per_hit or 1)
         if exclude is not None:
             hits = [h for h in hits if h.id != exclude][:top_k]
         timings.search_us = (time.perf_counter_ns() - t1) // 1000
@@ -177,7 +160,11 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
             self.drift.observe(vector, hits[0].score if hits else None)
         add = out.hits.add  # twice as fast as building Hit messages and a list of them
         for h in hits:
-            add(product_id=h.id, score=h.score)
+            if h.images:
+                add(product_id=h.id, score=h.score, image_id=h.image,
+                    images=[pb.ImageScore(image_id=n, score=sc) for n, sc in h.images])
+            else:
+                add(product_id=h.id, score=h.score, image_id=h.image)
         if request.include_metadata and hits:
             meta = self.catalog.get_many([h.id for h in hits])
             for h in out.hits:
@@ -207,7 +194,7 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
             r = out.regions.add(box=pb.Box(x0=box[0], y0=box[1], x1=box[2], y1=box[3]), objectness=objectness)
             for h in hits:
                 p = meta.get(h.id)
-                r.hits.add(product_id=h.id, score=h.score, **({"sku": p.sku, "title": p.title, "category": p.category}
+                r.hits.add(product_id=h.id, score=h.score, image_id=h.image, **({"sku": p.sku, "title": p.title, "category": p.category}
                                                                if p is not None else {}))
             if tracks is not None:
                 r.track, fused, r.stable, leader, _ = tracks.assign(np.asarray(box), {h.id: h.score for h in hits})
@@ -230,97 +217,6 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
         except SkulensError as e:
             context.abort(getattr(grpc.StatusCode, e.grpc_code), scrub(f"frame {locals().get('frame', 0)}: {e}"))
 
-    # --- writes --------------------------------------------------------------------
-    def _product(self, p: pb.Product, timings: pb.Timings, embedded=None) -> Product:
-        vector = _floats(p.vector) if len(p.vector) else embedded
-        thumb = None
-        if p.image:
-            enc = self.encoders.get("image")
-            if vector is None:
-                if enc is None:
-                    raise Unimplemented(f"product {p.id!r} has an image but this server has no image encoder")
-                vector = enc.embed_request(p.image, timings)
-            thumb = enc.thumbnail(p.image) if enc is not None else None
-        if vector is None:
-            raise InvalidArgument(f"product {p.id!r} needs a vector or an image")
-        text_vector = _floats(p.text_vector) if len(p.text_vector) else None
-        return Product(id=p.id, sku=p.sku, title=p.title, category=p.category, attributes=dict(p.attributes),
-                       vector=vector, text_vector=text_vector, thumbnail=thumb)
-
-    def _embed_batch(self, req: pb.UpsertRequest) -> dict[int, np.ndarray]:
-        """Vectors for the products that came with an image and no vector, in one
-        encoder batch (ONNX Runtime is several times faster per image in batches)."""
-        todo = [i for i, p in enumerate(req.products) if p.image and not len(p.vector)]
-        enc = self.encoders.get("image")
-        if not todo or enc is None:
-            return {}
-        if self.metrics is not None:
-            self.metrics.batch.observe(len(todo))
-        try:
-            vecs = enc.embed([req.products[i].image for i in todo])
-        except SkulensError:
-            # Say which product's image was refused (the batch is refused whole: nothing is stored).
-            for i in todo:
-                try:
-                    enc.decode(req.products[i].image)
-                except SkulensError as one:
-                    raise type(one)(f"product {req.products[i].id!r}: {one}") from None
-            raise
-        return dict(zip(todo, vecs))
-
-    def _title_vectors(self, products: list[Product]) -> None:
-        """Title embeddings for products that have a title and no text vector, in one batch,
-        when the catalogue keeps title embeddings of this text model."""
-        enc = self.encoders.get("text")
-        if enc is None or self.catalog.text_dim != enc.dim:
-            return
-        todo = [p for p in products if p.text_vector is None and p.title.strip()]
-        if todo:
-            for p, v in zip(todo, enc.embed([p.title for p in todo])):
-                p.text_vector = v
-
-    def _upsert(self, batches, context=None) -> pb.UpsertResponse:
-        """Each batch is one durable transaction. When one fails, the batches before it stay
-        committed: the error says how many (and the trailing metadata skulens-committed-batches
-        and skulens-committed-seq), so a client knows exactly what was stored."""
-        n, seq, done = 0, 0, 0
-        try:
-            for req in batches:
-                if not req.products:
-                    continue
-                timings = pb.Timings()
-                pre = self._embed_batch(req)
-                products = [self._product(p, timings, pre.get(i)) for i, p in enumerate(req.products)]
-                self._title_vectors(products)
-                seq = self.catalog.upsert(products)
-                n += len(products)
-                done += 1
-        except SkulensError as e:
-            if context is not None:
-                context.set_trailing_metadata((("skulens-committed-batches", str(done)),
-                                               ("skulens-committed-seq", str(seq))))
-            if done:
-                raise type(e)(f"after {done} committed batch(es) ({n} products, seq {seq}): {e}") from None
-            raise
-        if n == 0:
-            raise InvalidArgument("no products to upsert")
-        return pb.UpsertResponse(seq=seq, upserted=n)
-
-    @_rpc
-    def Upsert(self, request: pb.UpsertRequest, context) -> pb.UpsertResponse:
-        return self._upsert([request])
-
-    @_rpc
-    def UpsertStream(self, request_iterator, context) -> pb.UpsertResponse:
-        return self._upsert(request_iterator, context)
-
-    @_rpc
-    def Delete(self, request: pb.DeleteRequest, context) -> pb.DeleteResponse:
-        if not request.ids:
-            raise InvalidArgument("no ids to delete")
-        n = self.catalog.delete(list(request.ids))
-        return pb.DeleteResponse(deleted=n, seq=self.catalog.seq)  # >= the delete's own seq
-
     # --- reads ---------------------------------------------------------------------
     @_rpc
     def GetProduct(self, request: pb.GetProductRequest, context) -> pb.Product:
@@ -335,6 +231,12 @@ class ProductSearch(pb_grpc.ProductSearchServicer):
                 out.text_vector.extend(p.text_vector.tolist())
         if request.include_thumbnail:
             out.thumbnail = self.catalog.thumbnail(request.id) or b""
+        for name, v in p.images.items():
+            im = out.images.add(id=name)
+            if request.include_vector:
+                im.vector.extend(v.tolist())
+            if request.include_thumbnail:
+                im.thumbnail = self.catalog.thumbnail(request.id, name) or b""
         return out
 
     @_rpc

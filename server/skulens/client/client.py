@@ -46,7 +46,7 @@ def _filter(filters) -> pb.Filter | None:
 
 def search_request(*, image: bytes | None = None, text: str | None = None, vector: Sequence[float] | None = None,
                    product_id: str | None = None, top_k: int = 10, filters=None, mode: str = "auto", ef: int = 0,
-                   include_metadata: bool = False, min_seq: int = 0) -> pb.SearchRequest:
+                   include_metadata: bool = False, min_seq: int = 0, images_per_hit: int = 0) -> pb.SearchRequest:
     given = [k for k, v in dict(image=image, text=text, vector=vector, product_id=product_id).items() if v is not None]
     if len(given) != 1:
         raise ValueError(f"give exactly one of image, text, vector, product_id (got {given or 'none'})")
@@ -60,7 +60,7 @@ def search_request(*, image: bytes | None = None, text: str | None = None, vecto
     else:
         q.product_id = product_id
     return pb.SearchRequest(query=q, top_k=top_k, filter=_filter(filters), mode=MODES[mode], ef=ef,
-                            include_metadata=include_metadata, min_seq=min_seq)
+                            include_metadata=include_metadata, min_seq=min_seq, images_per_hit=images_per_hit)
 
 
 def scene_request(image: bytes, top_k: int = 5, max_regions: int = 0, min_objectness: float = 0.0, filters=None,
@@ -69,10 +69,22 @@ def scene_request(image: bytes, top_k: int = 5, max_regions: int = 0, min_object
                            filter=_filter(filters), include_metadata=include_metadata, min_seq=min_seq)
 
 
+def image_messages(images) -> list[pb.ProductImage]:
+    """{image id: encoded image bytes or a vector} as ProductImages."""
+    out = []
+    for name, v in (images or {}).items():
+        if isinstance(v, (bytes, bytearray)):
+            out.append(pb.ProductImage(id=name, image=bytes(v)))
+        else:
+            out.append(pb.ProductImage(id=name, vector=[float(x) for x in v]))
+    return out
+
+
 def product_message(p) -> pb.Product:
-    """A dict or an object with the same fields (skulens.catalog.Product) as the wire message."""
+    """A dict or an object with the same fields (skulens.catalog.Product) as the wire message;
+    "images" maps extra image ids to encoded image bytes or vectors."""
     d = p if isinstance(p, dict) else {k: getattr(p, k) for k in ("id", "sku", "title", "category", "attributes",
-                                                                   "vector", "text_vector")}
+                                                                   "vector", "text_vector", "images")}
     m = pb.Product(id=d["id"], sku=d.get("sku") or "", title=d.get("title") or "",
                    category=d.get("category") or "", attributes=d.get("attributes") or {})
     if d.get("vector") is not None:
@@ -81,6 +93,7 @@ def product_message(p) -> pb.Product:
         m.text_vector.extend([float(x) for x in d["text_vector"]])
     if d.get("image") is not None:
         m.image = d["image"]
+    m.images.extend(image_messages(d.get("images")))
     return m
 
 
@@ -157,13 +170,25 @@ class Client:
     def delete(self, ids: Iterable[str]) -> int:
         return self.stub.Delete(pb.DeleteRequest(ids=list(ids)), **self._kw()).deleted
 
+    def add_images(self, product_id: str, images: dict) -> pb.ImagesResponse:
+        """Add (or replace) a product's extra images: {image id: encoded image bytes or a vector}."""
+        return self.stub.AddImages(pb.AddImagesRequest(product_id=product_id, images=image_messages(images)),
+                                   **self._kw())
+
+    def remove_images(self, product_id: str, image_ids: Iterable[str]) -> pb.ImagesResponse:
+        return self.stub.RemoveImages(pb.RemoveImagesRequest(product_id=product_id, image_ids=list(image_ids)),
+                                      **self._kw())
+
     def get(self, product_id: str, include_vector: bool = False, include_thumbnail: bool = False) -> pb.Product:
         return self.stub.GetProduct(pb.GetProductRequest(id=product_id, include_vector=include_vector,
                                                          include_thumbnail=include_thumbnail), **self._kw())
 
-    def thumbnail(self, product_id: str) -> bytes | None:
-        """The product's stored reference thumbnail (JPEG), or None when it has none."""
-        return self.get(product_id, include_thumbnail=True).thumbnail or None
+    def thumbnail(self, product_id: str, image_id: str = "") -> bytes | None:
+        """The stored thumbnail (JPEG) of the product's image image_id ("": its main one), or None."""
+        p = self.get(product_id, include_thumbnail=True)
+        if not image_id:
+            return p.thumbnail or None
+        return next((im.thumbnail for im in p.images if im.id == image_id), b"") or None
 
     def embed(self, *, image: bytes | None = None, text: str | None = None) -> list[float]:
         req = pb.EmbedRequest(image=image) if image is not None else pb.EmbedRequest(text=text)

@@ -22,7 +22,8 @@ from .wire import around
 SERVICE = pb.DESCRIPTOR.services_by_name["ProductSearch"].full_name
 NEEDS = {"Search": "read", "SearchStream": "read", "GetProduct": "read", "Embed": "read", "Stats": "read",
          "SearchScene": "read", "SearchSceneStream": "read",
-         "Upsert": "write", "UpsertStream": "write", "Delete": "write"}
+         "Upsert": "write", "UpsertStream": "write", "Delete": "write", "AddImages": "write",
+         "RemoveImages": "write"}
 OPENABLE = {"health": ("/grpc.health.v1.Health/",),
             "reflection": ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")}
 

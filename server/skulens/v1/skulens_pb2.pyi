@@ -59,7 +59,7 @@ class Filter(_message.Message):
     def __init__(self, all: _Optional[_Iterable[_Union[Clause, _Mapping]]] = ..., expression: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "top_k", "filter", "mode", "ef", "include_metadata", "min_seq")
+    __slots__ = ("query", "top_k", "filter", "mode", "ef", "include_metadata", "min_seq", "images_per_hit")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class SearchRequest(_message.Message):
     EF_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
     MIN_SEQ_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_PER_HIT_FIELD_NUMBER: _ClassVar[int]
     query: Query
     top_k: int
     filter: Filter
@@ -74,21 +75,34 @@ class SearchRequest(_message.Message):
     ef: int
     include_metadata: bool
     min_seq: int
-    def __init__(self, query: _Optional[_Union[Query, _Mapping]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., ef: _Optional[int] = ..., include_metadata: _Optional[bool] = ..., min_seq: _Optional[int] = ...) -> None: ...
+    images_per_hit: int
+    def __init__(self, query: _Optional[_Union[Query, _Mapping]] = ..., top_k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., ef: _Optional[int] = ..., include_metadata: _Optional[bool] = ..., min_seq: _Optional[int] = ..., images_per_hit: _Optional[int] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("product_id", "score", "sku", "title", "category")
+    __slots__ = ("product_id", "score", "sku", "title", "category", "image_id", "images")
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     product_id: str
     score: float
     sku: str
     title: str
     category: str
-    def __init__(self, product_id: _Optional[str] = ..., score: _Optional[float] = ..., sku: _Optional[str] = ..., title: _Optional[str] = ..., category: _Optional[str] = ...) -> None: ...
+    image_id: str
+    images: _containers.RepeatedCompositeFieldContainer[ImageScore]
+    def __init__(self, product_id: _Optional[str] = ..., score: _Optional[float] = ..., sku: _Optional[str] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., image_id: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageScore, _Mapping]]] = ...) -> None: ...
+
+class ImageScore(_message.Message):
+    __slots__ = ("image_id", "score")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    score: float
+    def __init__(self, image_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("decode_us", "preprocess_us", "encode_us", "search_us", "total_us", "cache_hit", "propose_us")
@@ -139,7 +153,7 @@ class StreamHits(_message.Message):
     def __init__(self, frame: _Optional[int] = ..., hits: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., fused: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., stable: _Optional[bool] = ..., stable_product_id: _Optional[str] = ..., confidence: _Optional[float] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
 
 class Product(_message.Message):
-    __slots__ = ("id", "sku", "title", "category", "attributes", "vector", "image", "text_vector", "created", "updated", "thumbnail")
+    __slots__ = ("id", "sku", "title", "category", "attributes", "vector", "image", "text_vector", "created", "updated", "thumbnail", "images")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +172,7 @@ class Product(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     id: str
     sku: str
     title: str
@@ -169,7 +184,46 @@ class Product(_message.Message):
     created: float
     updated: float
     thumbnail: bytes
-    def __init__(self, id: _Optional[str] = ..., sku: _Optional[str] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., vector: _Optional[_Iterable[float]] = ..., image: _Optional[bytes] = ..., text_vector: _Optional[_Iterable[float]] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., thumbnail: _Optional[bytes] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[ProductImage]
+    def __init__(self, id: _Optional[str] = ..., sku: _Optional[str] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., vector: _Optional[_Iterable[float]] = ..., image: _Optional[bytes] = ..., text_vector: _Optional[_Iterable[float]] = ..., created: _Optional[float] = ..., updated: _Optional[float] = ..., thumbnail: _Optional[bytes] = ..., images: _Optional[_Iterable[_Union[ProductImage, _Mapping]]] = ...) -> None: ...
+
+class ProductImage(_message.Message):
+    __slots__ = ("id", "image", "vector", "thumbnail")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    image: bytes
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    thumbnail: bytes
+    def __init__(self, id: _Optional[str] = ..., image: _Optional[bytes] = ..., vector: _Optional[_Iterable[float]] = ..., thumbnail: _Optional[bytes] = ...) -> None: ...
+
+class AddImagesRequest(_message.Message):
+    __slots__ = ("product_id", "images")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    images: _containers.RepeatedCompositeFieldContainer[ProductImage]
+    def __init__(self, product_id: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ProductImage, _Mapping]]] = ...) -> None: ...
+
+class RemoveImagesRequest(_message.Message):
+    __slots__ = ("product_id", "image_ids")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    image_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, product_id: _Optional[str] = ..., image_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ImagesResponse(_message.Message):
+    __slots__ = ("seq", "images", "changed")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    images: int
+    changed: int
+    def __init__(self, seq: _Optional[int] = ..., images: _Optional[int] = ..., changed: _Optional[int] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
     __slots__ = ("products",)

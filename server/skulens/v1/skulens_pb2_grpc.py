@@ -59,6 +59,16 @@ class ProductSearchStub:
                 request_serializer=skulens_dot_v1_dot_skulens__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=skulens_dot_v1_dot_skulens__pb2.DeleteResponse.FromString,
                 _registered_method=True)
+        self.AddImages = channel.unary_unary(
+                '/skulens.v1.ProductSearch/AddImages',
+                request_serializer=skulens_dot_v1_dot_skulens__pb2.AddImagesRequest.SerializeToString,
+                response_deserializer=skulens_dot_v1_dot_skulens__pb2.ImagesResponse.FromString,
+                _registered_method=True)
+        self.RemoveImages = channel.unary_unary(
+                '/skulens.v1.ProductSearch/RemoveImages',
+                request_serializer=skulens_dot_v1_dot_skulens__pb2.RemoveImagesRequest.SerializeToString,
+                response_deserializer=skulens_dot_v1_dot_skulens__pb2.ImagesResponse.FromString,
+                _registered_method=True)
         self.GetProduct = channel.unary_unary(
                 '/skulens.v1.ProductSearch/GetProduct',
                 request_serializer=skulens_dot_v1_dot_skulens__pb2.GetProductRequest.SerializeToString,
@@ -127,6 +137,22 @@ class ProductSearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddImages(self, request, context):
+        """Add (or replace, by id) reference images of one product, leaving its other images as they
+        are; one durable transaction. NOT_FOUND when there is no such product.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveImages(self, request, context):
+        """Remove reference images of one product by id (ids it does not have are skipped, as Delete
+        skips products). The main image stays: Upsert replaces it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetProduct(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -189,6 +215,16 @@ def add_ProductSearchServicer_to_server(servicer, server):
                     servicer.Delete,
                     request_deserializer=skulens_dot_v1_dot_skulens__pb2.DeleteRequest.FromString,
                     response_serializer=skulens_dot_v1_dot_skulens__pb2.DeleteResponse.SerializeToString,
+            ),
+            'AddImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddImages,
+                    request_deserializer=skulens_dot_v1_dot_skulens__pb2.AddImagesRequest.FromString,
+                    response_serializer=skulens_dot_v1_dot_skulens__pb2.ImagesResponse.SerializeToString,
+            ),
+            'RemoveImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveImages,
+                    request_deserializer=skulens_dot_v1_dot_skulens__pb2.RemoveImagesRequest.FromString,
+                    response_serializer=skulens_dot_v1_dot_skulens__pb2.ImagesResponse.SerializeToString,
             ),
             'GetProduct': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProduct,
@@ -351,6 +387,60 @@ class ProductSearch:
             '/skulens.v1.ProductSearch/Delete',
             skulens_dot_v1_dot_skulens__pb2.DeleteRequest.SerializeToString,
             skulens_dot_v1_dot_skulens__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skulens.v1.ProductSearch/AddImages',
+            skulens_dot_v1_dot_skulens__pb2.AddImagesRequest.SerializeToString,
+            skulens_dot_v1_dot_skulens__pb2.ImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skulens.v1.ProductSearch/RemoveImages',
+            skulens_dot_v1_dot_skulens__pb2.RemoveImagesRequest.SerializeToString,
+            skulens_dot_v1_dot_skulens__pb2.ImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,
