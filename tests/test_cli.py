@@ -62,6 +62,44 @@ def test_ingest_search_sheet_stats(served, capsys):
     assert json.loads(capsys.readouterr().out)["products"] == 13
 
 
+
+def test_products_photographed_several_times(served, capsys):
+    """A CSV listing several files per product, an extra image added and removed from the command
+    line, a search that names the image that matched, and its contact sheet."""
+    server, tmp = served
+    folder = tmp / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    lines = ["id,title,category,image"]
+    for i in range(6):
+        for side in ("front", "back"):
+            Image.fromarray((rng.random((48, 48, 3)) * 255).astype(np.uint8)).save(folder / f"p{i}-{side}.png")
+        lines.append(f"p{i},thing {i},c,p{i}-front.png;p{i}-back.png")
+    (tmp / "products.csv").write_text("\n".join(lines))
+    Image.fromarray((rng.random((48, 48, 3)) * 255).astype(np.uint8)).save(folder / "box.png")
+    t = ["--target", server.target]
+    assert cli.main(t + ["ingest", "--folder", str(folder), "--meta", str(tmp / "products.csv")]) == 0
+    capsys.readouterr()
+    assert cli.main(t + ["stats"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert (st["products"], st["images"]) == (6, 12)
+    sheet = tmp / "sheet.png"
+    assert cli.main(t + ["search", "--image", str(folder / "p4-back.png"), "--top-k", "3", "--sheet", str(sheet)]) == 0
+    out = capsys.readouterr().out
+    assert "1. p4" in out and "(image p4-back)" in out and sheet.exists()
+    assert cli.main(t + ["images", "add", "--id", "p2", f"box={folder / 'box.png'}"]) == 0
+    assert "changed 1 image(s); it holds 3" in capsys.readouterr().out
+    assert cli.main(t + ["search", "--image", str(folder / "box.png"), "--top-k", "1"]) == 0
+    assert "1. p2" in capsys.readouterr().out
+    assert cli.main(t + ["images", "remove", "--id", "p2", "box", "p2-back"]) == 0
+    assert "changed 2 image(s); it holds 1" in capsys.readouterr().out
+    assert cli.main(t + ["images", "add", "--id", "p2", "no-equals-sign"]) == 2
+    assert cli.main(t + ["upsert", "--id", "q", "--image", str(folder / "box.png"), "--also",
+                         f"side={folder / 'p0-back.png'}"]) == 0
+    capsys.readouterr()
+    assert cli.main(t + ["stats"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 12 - 2 + 1 + 2
+
 def test_search_scene_prints_regions_and_draws_them(served, capsys):
     """`skulens search --image shelf.png --scene --sheet out.png`: regions with boxes, and the sheet
     draws the picture with them (its best hits beside it)."""

@@ -97,10 +97,17 @@ def main(argv=None) -> int:
     s.add_argument("--title")
     s.add_argument("--category")
     s.add_argument("--attr", action="append", help="key=value (repeatable)")
+    s.add_argument("--also", action="append", metavar="NAME=PATH",
+                   help="another reference image of the product (its back, its box); repeatable")
+    s = sub.add_parser("images", help="add or remove reference images of one product, leaving its others")
+    s.add_argument("action", choices=["add", "remove"])
+    s.add_argument("--id", required=True)
+    s.add_argument("items", nargs="+", metavar="NAME=PATH | NAME", help="add: NAME=PATH ...; remove: NAME ...")
     s = sub.add_parser("ingest", help="upsert a folder of images + CSV/JSONL, or Fashion-MNIST")
     s.add_argument("--fashion-mnist", action="store_true")
     s.add_argument("--folder")
-    s.add_argument("--meta", help="CSV or JSONL: id, sku, title, category, attributes, image")
+    s.add_argument("--meta", help="CSV or JSONL: id, sku, title, category, attributes, image (several: "
+                                  "'a.jpg;a-back.jpg' in CSV, a list in JSONL; the first is the main one)")
     s.add_argument("--limit", type=int)
     s.add_argument("--no-resume", action="store_true")
     sub.add_parser("stats", help="catalogue and server statistics")
@@ -130,7 +137,7 @@ def main(argv=None) -> int:
     from . import demo, query, serve
     cmd = {"serve": serve.cmd_serve, "route": serve.cmd_route, "search": query.cmd_search, "ingest": query.cmd_ingest,
            "stats": query.cmd_stats, "demo": demo.cmd_demo, "loadgen": query.cmd_loadgen,
-           "upsert": query.cmd_upsert, "keys": serve.cmd_keys, "audit": serve.cmd_audit}[args.cmd]
+           "upsert": query.cmd_upsert, "images": query.cmd_images, "keys": serve.cmd_keys, "audit": serve.cmd_audit}[args.cmd]
     try:
         return cmd(args)
     except grpc.RpcError as e:  # the server's answer, as one line: its code and what was wrong

@@ -69,7 +69,8 @@ def _image_or_vector(args) -> dict:
 
 def print_hits(r) -> None:
     for i, h in enumerate(r.hits, 1):
-        print(f"  {i}. {h.product_id:<14} {h.score:.4f}  {h.title}  [{h.category}]")
+        via = f"  (image {h.image_id})" if h.image_id else ""
+        print(f"  {i}. {h.product_id:<14} {h.score:.4f}  {h.title}  [{h.category}]{via}")
     t = r.timings
     print(f"  server: total {t.total_us} us (decode {t.decode_us}, preprocess {t.preprocess_us}, "
           f"encode {t.encode_us}, search {t.search_us}){' cache hit' if t.cache_hit else ''}")
@@ -107,11 +108,41 @@ def cmd_upsert(args) -> int:
     if not given:
         print("give --image or --vector", file=sys.stderr)
         return 2
+    images = _named_images(args.also or [])
+    if images is None:
+        return 2
     p = dict(id=args.id, sku=args.sku or "", title=args.title or "", category=args.category or "", attributes=attrs,
-             **given)
+             images=images, **given)
     with client(args) as c:
         r = c.upsert([p])
     print(f"upserted {args.id} (seq {r.seq})")
+    return 0
+
+
+def _named_images(specs: list[str]) -> dict | None:
+    """NAME=PATH arguments as {name: image bytes} (None after saying what is wrong)."""
+    out = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            print(f"images are given as NAME=PATH (e.g. back=back.jpg), got {spec!r}", file=sys.stderr)
+            return None
+        with open(path, "rb") as f:
+            out[name] = f.read()
+    return out
+
+
+def cmd_images(args) -> int:
+    """skulens images add --id X NAME=PATH... / images remove --id X NAME..."""
+    with client(args) as c:
+        if args.action == "add":
+            images = _named_images(args.items)
+            if images is None:
+                return 2
+            r = c.add_images(args.id, images)
+        else:
+            r = c.remove_images(args.id, args.items)
+    print(f"{args.id}: {args.action} changed {r.changed} image(s); it holds {r.images} (seq {r.seq})")
     return 0
 
 

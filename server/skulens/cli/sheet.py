@@ -42,7 +42,7 @@ def draw_sheet(path: str, query: bytes | None, hits, thumbnail, regions=()) -> N
     qs = _fit(q, h) if q is not None else None
     tiles = []
     for hit in hits:
-        t = thumbnail(hit.product_id)
+        t = thumbnail(hit.product_id, hit.image_id)  # the image that matched, of the product's several
         tiles.append(_fit(Image.open(io.BytesIO(t)).convert("RGB"), h) if t else Image.new("RGB", (h, h), "#ddd"))
     width = 8 + sum(w + 8 for w in ([qs.width] if qs is not None else []) + [max(t.width, h) for t in tiles])
     sheet = Image.new("RGB", (max(width, 200), h + CAPTION + 8), "white")

@@ -34,7 +34,9 @@ def fashion_products(limit: int | None = None):
 
 
 def folder_products(folder: str, meta: str):
-    """A folder of images plus CSV/JSONL rows (id, sku, title, category, attributes, image)."""
+    """A folder of images plus CSV/JSONL rows (id, sku, title, category, attributes, image). A
+    product photographed several times lists its files in `image` (CSV: separated by ';'; JSONL:
+    a list): the first is its main image, the others are named by their file's stem."""
     rows = []
     with open(meta, newline="") as f:
         if meta.endswith(".jsonl"):
@@ -45,7 +47,17 @@ def folder_products(folder: str, meta: str):
         attrs = r.get("attributes") or {}
         if isinstance(attrs, str):
             attrs = json.loads(attrs) if attrs.strip() else {}
-        name = r.get("image") or f"{r['id']}.jpg"
-        with open(os.path.join(folder, name), "rb") as img:
-            yield dict(id=r["id"], sku=r.get("sku", ""), title=r.get("title", ""), category=r.get("category", ""),
-                       attributes=attrs, image=img.read())
+        names = r.get("image") or f"{r['id']}.jpg"
+        names = [n.strip() for n in names.split(";") if n.strip()] if isinstance(names, str) else list(names)
+        files = [_read(os.path.join(folder, n)) for n in names]
+        extra = {}
+        for n, data in zip(names[1:], files[1:]):
+            stem = os.path.splitext(os.path.basename(n))[0]
+            extra[stem if stem not in extra else f"{stem}-{len(extra)}"] = data
+        yield dict(id=r["id"], sku=r.get("sku", ""), title=r.get("title", ""), category=r.get("category", ""),
+                   attributes=attrs, image=files[0], images=extra)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
