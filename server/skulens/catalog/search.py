@@ -131,17 +131,19 @@ class Searcher:
             if len(best) >= k or len(ids) < want or want >= n:
                 break
             want = min(n, 4 * want)
-        hits = []
-        for pid, (sc, name) in islice(best.items(), k):
-            mine = slots.images_of(pid)
-            if len(mine) > 1 and (images > 1 or route == "ann"):
-                # every image of the product scored exactly: a walk may have met only some of them
-                ranked = sorted(zip(exact.rerank(q, list(mine.values())).tolist(), mine), key=lambda t: -t[0])
-                sc, name = ranked[0]
-                top = tuple((nm, s_) for s_, nm in ranked[:images]) if images > 1 else ()
-            else:
-                top = ((name, sc),) if images > 1 else ()
-            hits.append(Hit(pid, sc, name, top))
+        chosen = list(islice(best.items(), k))
+        if images == 1 and route != "ann":   # an exact scan met every image: each product's first is its best
+            return [Hit(pid, sc, name) for pid, (sc, name) in chosen], route
+        # Every image of the chosen products scored exactly, in one kernel call: a walk may have
+        # met only some of a product's images, and images > 1 lists them.
+        mine = [slots.images_of(pid) for pid, _ in chosen]
+        scores = exact.rerank(q, [s for m in mine for s in m.values()]).tolist()
+        hits, at = [], 0
+        for (pid, _), m in zip(chosen, mine):
+            ranked = sorted(zip(scores[at:at + len(m)], m), key=lambda t: -t[0])
+            at += len(m)
+            top = tuple((nm, s_) for s_, nm in ranked[:images]) if images > 1 else ()
+            hits.append(Hit(pid, ranked[0][0], ranked[0][1], top))
         if route == "ann":
             hits.sort(key=lambda h: -h.score)
         return hits, route
