@@ -230,6 +230,12 @@ def test_tls_and_mutual_tls(tmp_path, kind):
 
 
 # --- the audit trail -----------------------------------------------------------------------
+def test_every_write_rpc_is_audited():
+    from skulens.security.audit import AUDITED
+    from skulens.security.auth import NEEDS
+    assert set(AUDITED) == {m for m, role in NEEDS.items() if role == "write"}
+
+
 def test_every_write_is_audited_with_who_what_and_outcome(tmp_path):
     from skulens.security.audit import verify
     store = KeyStore(str(tmp_path / "keys.json"))
@@ -242,6 +248,10 @@ def test_every_write_is_audited_with_who_what_and_outcome(tmp_path):
             c.delete(["a", "nobody"])
             with pytest.raises(grpc.RpcError):
                 c.upsert([dict(id="bad", vector=[float("nan")] * D)])
+            c.add_images("b", {"back": np.ones(D)})
+            c.remove_images("b", ["back"])
+            with pytest.raises(grpc.RpcError):
+                c.add_images("nobody", {"back": np.ones(D)})
             c.search(vector=np.ones(D), top_k=1)             # reads are not audited
         with Client(s.target) as c:
             with pytest.raises(grpc.RpcError):
@@ -251,11 +261,13 @@ def test_every_write_is_audited_with_who_what_and_outcome(tmp_path):
     path = tmp_path / "c" / "audit.jsonl"
     recs = [json.loads(line) for line in open(path)]
     assert [(r["action"], r["outcome"], r["who"]) for r in recs] == [
-        ("Upsert", "OK", kid), ("UpsertStream", "OK", kid), ("Delete", "OK", kid), ("Upsert", "INVALID_ARGUMENT", kid)]
+        ("Upsert", "OK", kid), ("UpsertStream", "OK", kid), ("Delete", "OK", kid), ("Upsert", "INVALID_ARGUMENT", kid),
+        ("AddImages", "OK", kid), ("RemoveImages", "OK", kid), ("AddImages", "NOT_FOUND", kid)]
+    assert recs[4]["what"]["ids"] == ["b", "b/back"] and recs[5]["what"]["seq"] > recs[4]["what"]["seq"]
     assert recs[0]["what"]["ids"] == ["a", "b"] and recs[0]["what"]["seq"] > 0 and recs[0]["request_id"] == "req-42"
     assert recs[1]["what"] == {"ids": ["c", "d"], "count": 2, "seq": recs[1]["what"]["seq"]}
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and key not in path.read_text()
-    assert verify(str(path)) == (True, 4, "intact")
+    assert verify(str(path)) == (True, 7, "intact")
     # Tamper with line 3 (a delete that "never happened"): the chain breaks exactly there.
     lines = path.read_text().splitlines(keepends=True)
     lines[2] = lines[2].replace('"a"', '"z"')

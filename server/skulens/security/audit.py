@@ -89,12 +89,17 @@ def verify(path: str) -> tuple[bool, int, str]:
     return True, n, "intact"
 
 
-AUDITED = ("Upsert", "UpsertStream", "Delete")   # every write; admin RPCs join as the API grows them
+# Every write (auth's "write" RPCs: tests/test_access.py holds them equal); admin RPCs join as the API grows them.
+AUDITED = ("Upsert", "UpsertStream", "Delete", "AddImages", "RemoveImages")
 
 
 def _ids(request) -> list[str]:
+    """The product ids a write names; an image edit names its product and the image ids."""
     if hasattr(request, "products"):
         return [p.id for p in request.products]
+    if hasattr(request, "product_id"):
+        images = [im.id for im in request.images] if hasattr(request, "images") else list(request.image_ids)
+        return [request.product_id, *(f"{request.product_id}/{i}" for i in images)]
     return list(getattr(request, "ids", ()))
 
 
