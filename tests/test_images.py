@@ -336,3 +336,31 @@ def test_grpc_real_photos_of_several_sides(shipped_repo, tmp_path):
             assert [i.id for i in c.get("t3").images] == ["scan", "scan2"]
     finally:
         server.stop()
+
+
+def test_a_version_2_snapshot_still_loads(tmp_path, caplog):
+    """Snapshots written before products had several images (version 2, ids only) are used as
+    they are, not rebuilt."""
+    import json
+    import logging
+    import os
+    path = str(tmp_path / "cat")
+    x, products = catalogue(n=100, extra=0)
+    with Catalog.open(path, D) as c:
+        c.upsert(products)
+        c.wait_indexed(30)
+    root = os.path.join(path, "snapshots")
+    (snap,) = os.listdir(root)
+    manifest = os.path.join(root, snap, "manifest.json")
+    m = json.load(open(manifest))
+    assert m["version"] == 3
+    m["version"] = 2
+    json.dump(m, open(manifest, "w"))
+    with caplog.at_level(logging.WARNING, logger="skulens.catalog"):
+        with Catalog.open(path, D) as c:
+            assert c.stats()["hnsw"]["unindexed"] == 0 and c.search(x[4, 0], 1)[0].id == "p4"
+            c.add_images("p4", {"back": x[5, 0]})
+    assert "unusable" not in caplog.text and "rebuilding" not in caplog.text
+    with Catalog.open(path, D) as c:
+        hits = {h.id: h for h in c.search(x[5, 0], 2)}       # p5 itself and p4 by its new image tie at 1.0
+        assert hits["p4"].image == "back" and hits["p4"].score == pytest.approx(1.0) and "p5" in hits
