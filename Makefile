@@ -41,7 +41,8 @@ $(TRITON_VENV)/.installed-3:
 # The shipped encoders (trained by skulens_train from training/shipped/*/config) as ONNX.
 # robust (configs/robust.toml) continues main on randomised views: better on the independent views.
 SHIPPED := training/shipped/robust training/shipped/text-minilm
-model_repo/image_encoder/1/model.onnx: training/shipped/robust/model.pt training/shipped/text-minilm/model.pt
+model_repo/image_encoder/1/model.onnx: training/shipped/robust/model.pt training/shipped/robust/objectness.json \
+		training/shipped/text-minilm/model.pt
 	$(VENV)/bin/skulens-train export --run training/shipped/robust --text training/shipped/text-minilm --model-repo model_repo
 models: model_repo/image_encoder/1/model.onnx
 
@@ -64,6 +65,7 @@ train: install
 	$(TRAIN) evaluate --run $(RUNS)/main
 	$(TRAIN) fit --config robust --runs $(RUNS) init_run=\"$(RUNS)/main\"
 	$(VENV)/bin/skulens-train export --run $(RUNS)/robust --model-repo $(RUNS)/robust/model_repo
+	$(TRAIN) objectness --run $(RUNS)/robust --model-repo $(RUNS)/robust/model_repo
 	$(PY) bench/scanner_eval.py --model-repo $(RUNS)/robust/model_repo --out $(RUNS)/robust/scanner_eval.json
 	$(TRAIN) text --runs $(RUNS) --run $(RUNS)/robust arch=minilm
 	$(TRAIN) text --runs $(RUNS) arch=bilstm
@@ -79,7 +81,7 @@ ship:
 		$(RUNS)/main/model.pt training/shipped/main/
 	mkdir -p training/shipped/robust
 	cp $(RUNS)/robust/config.toml $(RUNS)/robust/log.jsonl $(RUNS)/robust/train.json $(RUNS)/robust/scanner_eval.json \
-		$(RUNS)/robust/model.pt training/shipped/robust/
+		$(RUNS)/robust/model.pt $(RUNS)/robust/objectness.json training/shipped/robust/
 	cp $(RUNS)/text-minilm/meta.json $(RUNS)/text-minilm/eval.json $(RUNS)/text-minilm/model.pt training/shipped/text-minilm/
 
 test: install test-cpp test-cpp-aarch64 test-py

@@ -56,7 +56,7 @@ def test_clutter_is_no_training_photo():
 
 def test_a_missing_photo_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="opencv-doc"):
-        holdout.photos(folder=str(tmp_path))
+        holdout.photos(holdout.BACKGROUNDS, folder=str(tmp_path))
 
 
 def test_training_does_not_import_the_holdout_protocol():

@@ -8,9 +8,11 @@
   text      train + evaluate a text branch against an image run (--run RUN, arch=minilm|bilstm)
   category  the clean-category capacity probe: the image tower trained for categories alone
             (model.input_size=64 epochs=3 ...) -> RUNS/probes/category-ARCH-SIZEpx-Nep.json
+  objectness  fit scene search's objectness head to the image model in --model-repo, on shelves of
+            training articles (seed=1 fit_scenes=400 ...) -> RUN/objectness.json and the model's folder
 
 Every command takes the same key=value grammar (config.py): fit reads config.Config, text
-config.Text, category config.Probe; e.g. optim.steps=50 or model.input_size=96.
+config.Text, category config.Probe, objectness config.Objectness; e.g. optim.steps=50 or model.input_size=96.
   report    the experiments table, plots and markdown (training/REPORT.md)
 """
 
@@ -31,7 +33,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="skulens_train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["fit", "evaluate", "export", "report", "experiments", "baselines", "text",
-                                            "category"])
+                                            "category", "objectness"])
     ap.add_argument("--only", nargs="*", default=[], help="experiments: just these rows")
     ap.add_argument("--quick", action="store_true", help="the CI-sized config (same as --config quick)")
     ap.add_argument("--config", help="a TOML file, or the name of one in skulens_train/configs/ (main, quick, experiment)")
@@ -87,6 +89,16 @@ def main(argv=None) -> int:
         res = probe(pcfg, out, progress=not args.no_progress)
         print(json.dumps({k: v for k, v in res.items() if k != "log"}, indent=1))
         print(f"written: {out}")
+        return 0
+    if args.command == "objectness":
+        from .objectness import fit as fit_objectness
+        try:
+            ocfg = C.load(args.config, args.overrides, C.Objectness)
+        except (ValueError, FileNotFoundError) as e:
+            ap.error(str(e))
+        if not args.run:
+            ap.error("give --run: the run the image model in --model-repo was exported from")
+        fit_objectness(args.run, args.model_repo, ocfg, progress=not args.no_progress)
         return 0
     if args.command == "report":
         from .report import main as report

@@ -137,6 +137,17 @@ class Probe:
     optim: Optim = field(default_factory=lambda: Optim(grad_clip=0.0, schedule="ramp_cosine"))
 
 
+@dataclass
+class Objectness:
+    """The scene-search objectness head (`skulens-train objectness`, objectness.py)."""
+    seed: int = 1                # shelves fit_scenes come from this seed, the tuning ones from seed + 1
+    fit_scenes: int = 400
+    tune_scenes: int = 200
+    catalogue: int = 10_000      # training articles in the catalogue the crops are searched in
+    c: float = 1.0               # inverse L2 strength of the logistic regression
+    floor_loss: float = 0.0      # the default floor: the highest one losing at most this much found
+
+
 ARCHS = ("lite0", "small", "native")   # image towers (models.ImageEncoder)
 CHOICES = {  # checked when a config loads, before any data or model is touched
     ("model", "arch"): ARCHS, ("model", "norm"): ("batch", "group"),
@@ -160,6 +171,10 @@ def _choices(cfg) -> None:
 
 def validate(cfg):
     """Refuse what cannot run, naming the setting, before any data or model is touched."""
+    if isinstance(cfg, Objectness):
+        if min(cfg.fit_scenes, cfg.tune_scenes, cfg.catalogue) < 1 or cfg.c <= 0 or cfg.floor_loss < 0:
+            raise ValueError("fit_scenes, tune_scenes and catalogue must be >= 1, c > 0, floor_loss >= 0")
+        return cfg
     _choices(cfg)
     if hasattr(cfg, "model"):
         for key in ("dim", "input_size"):

@@ -4,7 +4,8 @@ model_repo/image_encoder/{config.pbtxt, skulens.json, 1/model.onnx} (the format 
 skulens.encode.model_repo's, written through it): uint8-derived normalised
 pixels [B, 3, S, S] -> unit vectors; LoRA adapters are merged first. With a text run,
 model_repo/text_encoder/: MiniLM + the trained projection in one graph, in the image space.
-skulens.json records where the model came from (run config, steps, evaluation).
+skulens.json records where the model came from (run config, steps, evaluation); RUN/objectness.json,
+scene search's head fitted to this model (skulens-train objectness), goes beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from skulens.encode import model_repo as repo_format
+from skulens.encode import objectness
 
 from .models import MEAN, STD, normalise_pixels
 
@@ -73,6 +75,9 @@ def export_image(run: str, repo: str, int8: bool = False) -> dict:
             meta["quantization"] = {"method": "ONNX Runtime static QDQ, per-channel int8 weights, uint8 activations",
                                     "calibration": "256 training pictures + 256 scanner views",
                                     "measured": compare(fp32, path, size, 1000, 1000)}
+        head = os.path.join(run, objectness.FILE)   # scene search's head, fitted to this run's model
+        if os.path.exists(head):
+            shutil.copy(head, os.path.join(tmp, objectness.FILE))
         repo_format.write(tmp, meta, repo_format.image_config(size, cfg.model.dim))
     repo_format.write_image_pipeline(repo, meta)   # image bytes -> embedding on a stock Triton
     print(f"wrote {os.path.join(repo, repo_format.IMAGE)} (min cosine onnx vs torch {cos:.7f} on {len(x)} real images)")

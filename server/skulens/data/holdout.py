@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-OPENCV_DATA = "/usr/share/doc/opencv-doc/examples/data"   # Debian's opencv-doc
+from .sources import OPENCV_DATA, photos  # noqa: F401 (the clutter photos; OPENCV_DATA for callers)
 BACKGROUNDS = ("aero1.jpg", "baboon.jpg", "building.jpg", "fruits.jpg", "home.jpg", "leuvenA.jpg", "messi5.jpg",
                "orange.jpg", "starry_night.jpg", "stuff.jpg", "squirrel_cls.jpg", "smarties.png", "graf1.png",
                "rubberwhale1.png", "HappyFish.jpg", "board.jpg")
@@ -38,17 +38,6 @@ class HoldoutSpec:
     cast: float = 0.25                            # per-channel gain spread
     shot_noise: tuple[float, float] = (0.0, 0.08)  # Poisson-like, relative to sqrt(intensity)
     jpeg: tuple[int, int] = (20, 90)
-
-
-def photos(names=BACKGROUNDS, folder: str = OPENCV_DATA) -> list[np.ndarray]:
-    """The clutter photos as float32 RGB in 0..1; a clear error when opencv-doc is missing."""
-    from PIL import Image
-    paths = [os.path.join(folder, n) for n in names]
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:   # the protocol is these photos exactly: a partial set would be another protocol
-        raise FileNotFoundError(f"{len(missing)} clutter photos missing from {folder} (e.g. {missing[0]}): "
-                                "install Debian's opencv-doc (make deps)")
-    return [np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0 for p in paths]
 
 
 def _clutter(rng, bank: list[np.ndarray], size: int) -> np.ndarray:
@@ -134,7 +123,7 @@ class HoldoutViews:
 
     def __init__(self, items, seed: int = 20261202, spec: HoldoutSpec = HoldoutSpec()):
         self.items, self.seed, self.spec = items, seed, spec
-        self.bank = photos()
+        self.bank = photos(BACKGROUNDS)
 
     def __call__(self, indices) -> list[bytes]:
         return [view(self.items[i], np.random.default_rng((self.seed, int(i))), self.bank, self.spec)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..encode.regions import iou  # noqa: F401 (the scenes' scorer uses it)
-from .holdout import photos
+from .sources import photos
 
 SCENE_BACKGROUNDS = ("aero3.jpg", "apple.jpg", "butterfly.jpg", "leuvenB.jpg", "building.jpg", "fruits.jpg",
                      "home.jpg", "stuff.jpg", "baboon.jpg", "starry_night.jpg")
@@ -28,9 +28,11 @@ class Scene:
 
 
 class SceneMaker:
-    def __init__(self, articles: np.ndarray, width: int = 640, height: int = 480, seed: int = 0):
+    def __init__(self, articles: np.ndarray, width: int = 640, height: int = 480, seed: int = 0,
+                 bank: list[np.ndarray] | None = None):
+        """bank: clutter photos (float RGB in 0..1); default the opencv-doc ones no training uses."""
         self.articles, self.w, self.h, self.seed = articles, width, height, seed
-        self.bank = photos(SCENE_BACKGROUNDS)
+        self.bank = photos(SCENE_BACKGROUNDS) if bank is None else bank
 
     def __call__(self, k: int) -> Scene:
         from PIL import Image

@@ -10,7 +10,11 @@ import io
 import json
 import os
 
+import numpy as np
+
 from . import datasets
+
+OPENCV_DATA = "/usr/share/doc/opencv-doc/examples/data"   # Debian's opencv-doc: real photos
 
 
 def png(a) -> bytes:
@@ -61,3 +65,14 @@ def folder_products(folder: str, meta: str):
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def photos(names, folder: str = OPENCV_DATA) -> list[np.ndarray]:
+    """opencv-doc photos as float32 RGB in 0..1; a clear error when opencv-doc is missing."""
+    from PIL import Image
+    paths = [os.path.join(folder, n) for n in names]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:   # a protocol is its photos exactly: a partial set would be another protocol
+        raise FileNotFoundError(f"{len(missing)} photos missing from {folder} (e.g. {missing[0]}): "
+                                "install Debian's opencv-doc (make deps)")
+    return [np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0 for p in paths]

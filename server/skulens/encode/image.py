@@ -17,7 +17,7 @@ import numpy as np
 from ..data.preprocess import fit_square
 from ..errors import InvalidArgument
 from ..security.images import ImagePolicy, scrub
-from . import model_repo, regions
+from . import model_repo, objectness, regions
 from .cache import QueryCache
 from .runners import runner
 
@@ -50,6 +50,7 @@ class ImageEncoder:
         self.remote = _pipeline(triton) if triton else None
         self.cache = QueryCache(cache_size)
         self.policy = policy or ImagePolicy()   # which bytes are decoded at all (security/images.py)
+        self.objectness = objectness.load(folder, self.dim)   # scene regions' scorer, if one was fitted
 
     # -- stages -----------------------------------------------------------------------
     def decode(self, data: bytes, side: int | None = None):
