@@ -5,7 +5,7 @@ articles plus a few real opencv-doc photos; and the real photo box_in_scene.png 
 An article is found when a returned region overlaps its box by IoU >= 0.5 and holds it in its top 10.
 Per stage: decode, propose (selective search), encode (every candidate region in one batch), search.
 
-    .venv/bin/python bench/scene_eval.py                 # catalogues of 2,000 and 10,000, 50 scenes
+    .venv/bin/python bench/scene_eval.py                 # catalogues of 2,000 and 10,000, 200 scenes
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def run(catalogue: int, scenes: int, model_repo: str, seed: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--catalogues", default="2000,10000")
-    ap.add_argument("--scenes", type=int, default=50)
+    ap.add_argument("--scenes", type=int, default=200)
     ap.add_argument("--model-repo", default="model_repo")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--out", default="bench/scene_eval.json")

@@ -18,7 +18,7 @@ MAX_IMAGE_ID_BYTES = 64       # an image's name within its product, UTF-8
 # Searches
 MAX_TOP_K = 1000              # hits one search returns
 MAX_REGIONS = 32              # regions one SearchScene returns
-MAX_CANDIDATES = 96           # regions a SearchScene embeds (the encoder's batch: the cost of a scene)
+MAX_CANDIDATES = 128          # regions a SearchScene embeds in one batch (the cost of a scene)
 MAX_EF = 10_000               # the HNSW walk's candidate list
 MODES = ("auto", "exact", "ann")
 MAX_SEQ_WAIT_S = 10.0         # a Search's min_seq wait, whatever its deadline
