@@ -53,6 +53,14 @@ bool has_avx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
          __builtin_cpu_supports("f16c");
 }
+// AVX-VNNI: CPUID.(EAX=7, ECX=1):EAX bit 4 (the VEX-encoded vpdpbusd on 256-bit registers).
+bool has_avx2_vnni() {
+#if !SKULENS_AVX2_VNNI
+  return false;  // compiler without -mavxvnni: no table to run
+#endif
+  unsigned a, b, c, d;
+  return has_avx2() && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1u);
+}
 #endif
 
 #if defined(__aarch64__)
@@ -78,6 +86,9 @@ const Kernels& detect() {
   if (has_amx()) return kAmxKernels;
 #endif
   if (has_avx512()) return kAvx512Kernels;
+#if SKULENS_AVX2_VNNI
+  if (has_avx2_vnni()) return kAvx2VnniKernels;
+#endif
   if (has_avx2()) return kAvx2Kernels;
 #endif
 #if defined(__aarch64__)
@@ -92,6 +103,9 @@ const Kernels* kernels_by_name(const char* name) {
   if (std::strcmp(name, "scalar") == 0) return &kScalarKernels;
 #if defined(__x86_64__) || defined(_M_X64)
   if (std::strcmp(name, "avx2") == 0 && has_avx2()) return &kAvx2Kernels;
+#if SKULENS_AVX2_VNNI
+  if (std::strcmp(name, "avx2_vnni") == 0 && has_avx2_vnni()) return &kAvx2VnniKernels;
+#endif
   if (std::strcmp(name, "avx512") == 0 && has_avx512()) return &kAvx512Kernels;
 #if SKULENS_AMX
   if (std::strcmp(name, "amx") == 0 && has_amx()) return &kAmxKernels;

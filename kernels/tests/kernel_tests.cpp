@@ -71,7 +71,17 @@ static void test_kernels(const Kernels& k) {
         rsum[r] += rows8[r * dpad + j];
       }
     }
-    std::vector<uint32_t> ids = {44, 0, 3, 3, 17, 9, 30};
+    // The extreme codes (+-127 everywhere): the pairwise int16 sums of a maddubs table sit at
+    // their largest (2 * 127 * 127) and must not saturate.
+    for (size_t j = 0; j < dpad; ++j) {
+      rsum[0] -= rows8[j] - (-127);
+      rsum[1] -= rows8[dpad + j] - (j % 2 ? 127 : -127);
+      rows8[j] = -127;
+      rows8[dpad + j] = static_cast<int8_t>(j % 2 ? 127 : -127);
+      q8[j] = 127;
+      q8[dpad + j] = static_cast<int8_t>(j % 2 ? -127 : 127);
+    }
+    std::vector<uint32_t> ids = {44, 0, 3, 3, 17, 9, 30, 1};
     for (const uint32_t* idp : std::vector<const uint32_t*>{nullptr, ids.data()}) {
       const size_t n = idp ? ids.size() : nrows;
       std::vector<float> o32(nq * n), o16(nq * n), o8(nq * n);

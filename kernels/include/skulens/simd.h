@@ -42,6 +42,7 @@ struct Kernels {
 extern const Kernels kScalarKernels;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const Kernels kAvx2Kernels;
+extern const Kernels kAvx2VnniKernels;  // avx2 with int8 by AVX-VNNI (SKULENS_AVX2_VNNI builds)
 extern const Kernels kAvx512Kernels;
 extern const Kernels kAmxKernels;  // avx512 with int8 batches on AMX tiles (SKULENS_AMX builds)
 #endif
@@ -52,9 +53,9 @@ extern const Kernels kNeonDotKernels;  // int8 by sdot, where the CPU has the do
 
 // Every table's name, worst to best per architecture (kernels_by_name answers for those this
 // CPU runs).
-constexpr const char* kTableNames[] = {"scalar", "avx2", "avx512", "amx", "neon", "neon_dot"};
+constexpr const char* kTableNames[] = {"scalar", "avx2", "avx2_vnni", "avx512", "amx", "neon", "neon_dot"};
 
-// Best table for this CPU; SKULENS_SIMD=scalar|avx2|avx512|amx (x86-64) or
+// Best table for this CPU; SKULENS_SIMD=scalar|avx2|avx2_vnni|avx512|amx (x86-64) or
 // scalar|neon|neon_dot (aarch64) caps the choice
 // (tests use it to exercise every path on one machine).
 const Kernels& best_kernels();
