@@ -28,6 +28,15 @@ def _run_dir(args, cfg) -> str:
     return args.run or os.path.join(args.runs, cfg.name)
 
 
+def _load(ap, args, cls):
+    """The command's config (--config + key=value overrides), or a usage error naming the setting."""
+    from . import config as C
+    try:
+        return C.load(args.config, args.overrides, cls)
+    except (ValueError, FileNotFoundError) as e:
+        ap.error(str(e))
+
+
 def main(argv=None) -> int:
     from . import config as C
     ap = argparse.ArgumentParser(prog="skulens_train", description=__doc__,
@@ -66,10 +75,7 @@ def main(argv=None) -> int:
         # python -m skulens_train text --run RUNS/main [arch=minilm|bilstm optim.steps=300]
         from .evaluate import Benchmark
         from .text import evaluate_text, fit_text
-        try:
-            tcfg = C.load(args.config, args.overrides, C.Text)
-        except (ValueError, FileNotFoundError) as e:
-            ap.error(str(e))
+        tcfg = _load(ap, args, C.Text)
         if not tcfg.image_run:
             tcfg.image_run = args.run or os.path.join(args.runs, "main")
         out = os.path.join(args.runs, f"text-{tcfg.arch}")
@@ -81,10 +87,7 @@ def main(argv=None) -> int:
         return 0
     if args.command == "category":
         from .category_probe import default_path, probe
-        try:
-            pcfg = C.load(args.config, args.overrides, C.Probe)
-        except (ValueError, FileNotFoundError) as e:
-            ap.error(str(e))
+        pcfg = _load(ap, args, C.Probe)
         out = args.run or default_path(args.runs, pcfg)
         res = probe(pcfg, out, progress=not args.no_progress)
         print(json.dumps({k: v for k, v in res.items() if k != "log"}, indent=1))
@@ -92,10 +95,7 @@ def main(argv=None) -> int:
         return 0
     if args.command == "objectness":
         from .objectness import fit as fit_objectness
-        try:
-            ocfg = C.load(args.config, args.overrides, C.Objectness)
-        except (ValueError, FileNotFoundError) as e:
-            ap.error(str(e))
+        ocfg = _load(ap, args, C.Objectness)
         if not args.run:
             ap.error("give --run: the run the image model in --model-repo was exported from")
         fit_objectness(args.run, args.model_repo, ocfg, progress=not args.no_progress)
