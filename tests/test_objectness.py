@@ -37,6 +37,10 @@ def test_the_file_round_trips_and_refuses_what_it_cannot_read(tmp_path):
     with pytest.raises(ValueError, match="format 99"):
         O.load(str(tmp_path), 8)
     assert O.load(str(tmp_path / "nothing-here"), 8) is None
+    for broken in ('{"format": 1, "mean": [1', '[1, 2]', '{"format": 1, "mean": [1, 2]}'):
+        (tmp_path / O.FILE).write_text(broken)   # truncated, not an object, fields missing
+        with pytest.raises(ValueError, match=O.FILE):
+            O.load(str(tmp_path), 8)
 
 
 def test_features_are_scale_free_and_ranked_by_position():
@@ -114,3 +118,19 @@ def test_the_trainer_fits_a_head_that_export_ships(shipped_repo, tmp_path):
     fresh = str(tmp_path / "fresh")
     export_image(run, fresh)
     assert O.load(os.path.join(fresh, "image_encoder"), 256).meta == head.meta
+
+
+@needs_data
+def test_serve_with_a_broken_head_says_which_file_in_one_line(shipped_repo, tmp_path):
+    repo = str(tmp_path / "repo")
+    shutil.copytree(shipped_repo, repo)
+    head = os.path.join(repo, "image_encoder", O.FILE)
+    with open(head) as f:
+        text = f.read()
+    with open(head, "w") as f:
+        f.write(text[:len(text) // 2])          # a truncated copy
+    exe = os.path.join(os.path.dirname(sys.executable), "skulens")
+    r = subprocess.run([exe, "serve", "--data", str(tmp_path / "d"), "--model-repo", repo, "--port", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and O.FILE in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -104,7 +104,7 @@ def search_scene(encoder, catalog, data: bytes, top_k: int, max_regions: int, mi
                  filters, timings) -> tuple[list[tuple], int]:
     """-> ([(box [4] in the picture's pixels, objectness, [Hit])] best first, candidates embedded)."""
     top_k, max_regions, floor = check(top_k, max_regions, min_objectness)
-    head = getattr(encoder, "objectness", None)
+    head = encoder.objectness
     floor = floor or (head.floor if head is not None else MIN_OBJECTNESS)
     t0 = time.perf_counter_ns()
     im, scale = encoder.decode_scene(data)

@@ -27,8 +27,9 @@ def cmd_serve(args) -> int:
         encs = encode.load(cfg.model_repo, threads=cfg.encoder_threads or None, spin=bool(cfg.encoder_spin),
                            triton=triton.url if triton else cfg.triton or None) \
             if cfg.model_repo else {}
-    except (TritonUnavailable, ConnectionError, FileNotFoundError) as e:
-        # The encoders' runtime cannot be had: say why in one line, nothing started.
+    except (TritonUnavailable, ConnectionError, FileNotFoundError, ValueError) as e:
+        # The encoders' runtime cannot be had, or a model folder cannot be read (ValueError: e.g. a
+        # broken objectness.json): say why in one line, nothing started.
         if triton is not None:
             triton.stop()
         print(f"skulens serve: {e}", file=sys.stderr)

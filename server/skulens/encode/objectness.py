@@ -66,13 +66,20 @@ class Objectness:
 
     @classmethod
     def read(cls, path: str) -> "Objectness":
-        with open(path) as f:
-            doc = json.load(f)
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"{path}: objectness format {doc.get('format')!r}, this server reads {FORMAT}")
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as e:   # a truncated or hand-edited file: say which one
+            raise ValueError(f"{path}: not a readable objectness head ({e})") from e
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+            raise ValueError(f"{path}: objectness format {got!r}, this server reads {FORMAT}")
         meta = {k: v for k, v in doc.items()
                 if k not in ("format", "features", "mean", "scale", "coef", "intercept", "floor")}
-        return cls(doc["mean"], doc["scale"], doc["coef"], doc["intercept"], doc["floor"], meta)
+        try:
+            return cls(doc["mean"], doc["scale"], doc["coef"], doc["intercept"], doc["floor"], meta)
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path}: objectness head lacks or mangles {e}") from e
 
 
 def load(folder: str, dim: int) -> Objectness | None:
