@@ -1,5 +1,5 @@
-// AVX2 + FMA + F16C kernels: the same tiling as the AVX-512 file with 8-wide
-// registers (Q*R = 8 accumulators). int8 multiplies by maddubs with the sign trick,
+// AVX2 + FMA + F16C kernels: the tiling of the AVX-512 file with 8-wide registers (Q*R = 12
+// or 8 accumulators). int8 multiplies by maddubs with the sign trick,
 // which needs no u8 offset, so the row sums are not used here.
 #include <immintrin.h>
 
@@ -85,8 +85,9 @@ struct I8 {
 template <class S, int NQ, int NR>
 inline void tile(const typename S::Q* const* qp, const typename S::T* const* rp, size_t dpad,
                  typename S::Acc* acc) {
-  static_assert(NQ * NR == 8, "tile must hold 8 accumulators");
-  for (int i = 0; i < 8; ++i) acc[i] = S::zero();
+  constexpr int kAcc = NQ * NR;
+  static_assert(kAcc % 4 == 0 && kAcc <= 12, "tile of 4, 8 or 12 accumulators");
+  for (int i = 0; i < kAcc; ++i) acc[i] = S::zero();
   if constexpr (NQ == 1) {
     // One query is memory-bound: the 8 rows' chains advance together on one loaded query chunk.
     for (size_t j = 0; j < dpad; j += S::kStep) {
@@ -111,8 +112,9 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
                  const uint32_t* ids, size_t nrows, size_t dpad, float* out, size_t ldo) {
   const typename S::Q* qp[NQ];
   for (int i = 0; i < NQ; ++i) qp[i] = q + (q0 + i) * dpad;
-  typename S::Acc acc[8];
-  alignas(32) float res[8];
+  constexpr int kAcc = NQ * NR, kRes = (kAcc + 7) / 8 * 8;
+  typename S::Acc acc[kRes];
+  alignas(32) float res[kRes];
   for (size_t i = 0; i < nrows; i += NR) {
     const typename S::T* rp[NR];
     for (int r = 0; r < NR; ++r) {
@@ -124,10 +126,13 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
       for (size_t b = 0; b < NR * dpad * sizeof(typename S::T); b += 64) _mm_prefetch(pf + b, _MM_HINT_T0);
     }
     tile<S, NQ, NR>(qp, rp, dpad, acc);
-    if constexpr (S::kFloat) {
-      _mm256_store_ps(res, reduce8(acc));
-    } else {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(res), reduce8(acc));
+    for (int a = kAcc; a < kRes; ++a) acc[a] = S::zero();
+    for (int a = 0; a < kRes; a += 8) {
+      if constexpr (S::kFloat) {
+        _mm256_store_ps(res + a, reduce8(acc + a));
+      } else {
+        _mm256_store_si256(reinterpret_cast<__m256i*>(res + a), reduce8(acc + a));
+      }
     }
     if (i + NR <= nrows) {  // fixed-size copies compile to plain vector stores
       for (int qq = 0; qq < NQ; ++qq) std::memcpy(out + (q0 + qq) * ldo + i, res + qq * NR, NR * 4);
@@ -141,9 +146,8 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
 // One query over contiguous rows with the row length known at compile time (as in the AVX-512
 // file): every load is a base register plus an immediate, and the rows are prefetched
 // kPrefetchAhead bytes ahead, more lines in flight than the hardware prefetcher keeps. Same FMA
-// chains and reduce8 as tile<S, 1, 8>: bit-identical scores. Measured on an AMD EPYC capped to
-// this file (bench/RESULTS.md): prefetching a tile's lines in one burst and unrolling the row
-// fully both cost fp16 and int8 (more work per byte than fp32) up to half their speed.
+// chains and reduce8 as tile<S, 1, 8>: bit-identical scores. Measured (bench/RESULTS.md):
+// prefetching a tile's lines in one burst cost fp16 and int8 up to half their speed.
 template <class S, size_t DPAD>
 void score_stream(const typename S::Q* q, const typename S::T* rows, size_t nrows, float* out) {
   typename S::Acc acc[8];
@@ -152,18 +156,18 @@ void score_stream(const typename S::Q* q, const typename S::T* rows, size_t nrow
     const typename S::T* p = rows + i * DPAD;
     const char* pf = reinterpret_cast<const char*>(p) + kPrefetchAhead;
     for (int r = 0; r < 8; ++r) acc[r] = S::zero();
-    // The prefetches ride along with the loads, one line per row per 64 bytes consumed, so
-    // they never arrive as a burst that fills the load queue.
+    // The 8 rows one after another, each prefetched a line at a time as it is consumed: one
+    // ascending stream. Advancing the 8 rows' chains together (as the AVX-512 file does) read
+    // memory at half the floor on an AMD EPYC (Zen 3) with only AVX2, whose prefetchers lose
+    // track of 8 interleaved strides (bench/RESULTS.md); the FMA chains are the same.
     constexpr size_t kPerLine = 64 / (S::kStep * sizeof(typename S::T));  // chunks per line
-#pragma GCC unroll 4
-    for (size_t j = 0; j < DPAD; j += S::kStep * kPerLine) {
 #pragma GCC unroll 8
-      for (int r = 0; r < 8; ++r) _mm_prefetch(pf + (r * DPAD + j) * sizeof(typename S::T), _MM_HINT_T0);
-#pragma GCC unroll 4
-      for (size_t c = 0; c < kPerLine; ++c) {
-        const auto qv = S::qry(q + j + c * S::kStep);
-#pragma GCC unroll 8
-        for (int r = 0; r < 8; ++r) acc[r] = S::mac(acc[r], S::row(p + r * DPAD + j + c * S::kStep), qv);
+    for (int r = 0; r < 8; ++r) {
+#pragma GCC unroll 16
+      for (size_t j = 0; j < DPAD; j += S::kStep) {
+        if (j % (S::kStep * kPerLine) == 0)
+          _mm_prefetch(pf + (r * DPAD + j) * sizeof(typename S::T), _MM_HINT_T0);
+        acc[r] = S::mac(acc[r], S::row(p + r * DPAD + j), S::qry(q + j));
       }
     }
     if constexpr (S::kFloat) {
@@ -192,10 +196,23 @@ void score_all(const typename S::Q* q, size_t nq, const typename S::T* rows, con
     const typename S::T* base = ids ? rows : rows + r0 * dpad;
     const uint32_t* sid = ids ? ids + r0 : nullptr;
     float* o = out + r0;
+    // The next slice is prefetched a share at a time after each query group: its DRAM reads
+    // overlap this slice's arithmetic instead of stalling the next slice's first group.
+    const char* pf = ids ? nullptr : reinterpret_cast<const char*>(base + nr * dpad);
+    const size_t pf_bytes = ids ? 0 : std::min(slice, nrows - std::min(nrows, r0 + nr)) * dpad * sizeof(typename S::T);
+    const size_t groups = (nq + 2) / 3;
+    const size_t share = (pf_bytes / groups + 63) / 64 * 64;
+    size_t pf_done = 0;
+    auto prefetch_share = [&] {
+      for (const size_t end = std::min(pf_bytes, pf_done + share); pf_done < end; pf_done += 64)
+        _mm_prefetch(pf + pf_done, _MM_HINT_T0);
+    };
     size_t q0 = 0;
-    for (; q0 + 4 <= nq; q0 += 4) score_group<S, 4, 2>(q, q0, base, sid, nr, dpad, o, ldo);
-    for (; q0 + 2 <= nq; q0 += 2) score_group<S, 2, 4>(q, q0, base, sid, nr, dpad, o, ldo);
-    for (; q0 < nq; ++q0) score_group<S, 1, 8>(q, q0, base, sid, nr, dpad, o, ldo);
+    // 3 queries x 4 rows: 12 accumulators hide the FMA latency (2 pipes x 4 cycles on Zen 3) with
+    // 7 loads per 12 FMAs; 30% faster in fp32 than 4 x 2 on an AVX2-only EPYC (bench/RESULTS.md).
+    for (; q0 + 3 <= nq; q0 += 3) score_group<S, 3, 4>(q, q0, base, sid, nr, dpad, o, ldo), prefetch_share();
+    for (; q0 + 2 <= nq; q0 += 2) score_group<S, 2, 4>(q, q0, base, sid, nr, dpad, o, ldo), prefetch_share();
+    for (; q0 < nq; ++q0) score_group<S, 1, 8>(q, q0, base, sid, nr, dpad, o, ldo), prefetch_share();
   }
 }
 
