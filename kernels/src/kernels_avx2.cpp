@@ -37,6 +37,9 @@ struct F32 {
   using Q = float;
   using Acc = __m256;
   static constexpr bool kFloat = true;
+  // fp32 reads a line per two FMAs: the hardware prefetcher keeps up alone, and software
+  // prefetches on top cost it 5-10% on an AVX2-only EPYC (fp16 and int8 gain from them).
+  static constexpr bool kPrefetch = false;
   static constexpr size_t kStep = 8;
   static Acc zero() { return _mm256_setzero_ps(); }
   static __m256 row(const T* p) { return _mm256_load_ps(p); }
@@ -49,6 +52,7 @@ struct F16 {
   using Q = float;
   using Acc = __m256;
   static constexpr bool kFloat = true;
+  static constexpr bool kPrefetch = true;
   static constexpr size_t kStep = 8;
   static Acc zero() { return _mm256_setzero_ps(); }
   static __m256 row(const T* p) {
@@ -68,6 +72,7 @@ struct I8 {
   using Q = int8_t;
   using Acc = __m256i;
   static constexpr bool kFloat = false;
+  static constexpr bool kPrefetch = true;
   static constexpr size_t kStep = 32;
   static Acc zero() { return _mm256_setzero_si256(); }
   static __m256i row(const T* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
@@ -144,7 +149,7 @@ void score_group(const typename S::Q* q, size_t q0, const typename S::T* rows,
 }
 
 // One query over contiguous rows with the row length known at compile time (as in the AVX-512
-// file): every load is a base register plus an immediate, and the rows are prefetched
+// file): every load is a base register plus an immediate, and fp16 and int8 rows are prefetched
 // kPrefetchAhead bytes ahead, more lines in flight than the hardware prefetcher keeps. Same FMA
 // chains and reduce8 as tile<S, 1, 8>: bit-identical scores. Measured (bench/RESULTS.md):
 // prefetching a tile's lines in one burst cost fp16 and int8 up to half their speed.
@@ -155,20 +160,23 @@ void score_stream(const typename S::Q* q, const typename S::T* rows, size_t nrow
   for (; i + 8 <= nrows; i += 8) {
     const typename S::T* p = rows + i * DPAD;
     const char* pf = reinterpret_cast<const char*>(p) + kPrefetchAhead;
-    for (int r = 0; r < 8; ++r) acc[r] = S::zero();
     // The 8 rows one after another, each prefetched a line at a time as it is consumed: one
     // ascending stream. Advancing the 8 rows' chains together (as the AVX-512 file does) read
     // memory at half the floor on an AMD EPYC (Zen 3) with only AVX2, whose prefetchers lose
     // track of 8 interleaved strides (bench/RESULTS.md); the FMA chains are the same.
     constexpr size_t kPerLine = 64 / (S::kStep * sizeof(typename S::T));  // chunks per line
-#pragma GCC unroll 8
+    // The row loop is not unrolled: unrolled, GCC hoists every query chunk into registers across
+    // the 8 rows and spills; int8 ran 20% slower so (fp32 and fp16 measured alike either way).
+#pragma GCC unroll 1
     for (int r = 0; r < 8; ++r) {
+      auto a = S::zero();
 #pragma GCC unroll 16
       for (size_t j = 0; j < DPAD; j += S::kStep) {
-        if (j % (S::kStep * kPerLine) == 0)
+        if (S::kPrefetch && j % (S::kStep * kPerLine) == 0)
           _mm_prefetch(pf + (r * DPAD + j) * sizeof(typename S::T), _MM_HINT_T0);
-        acc[r] = S::mac(acc[r], S::row(p + r * DPAD + j), S::qry(q + j));
+        a = S::mac(a, S::row(p + r * DPAD + j), S::qry(q + j));
       }
+      acc[r] = a;
     }
     if constexpr (S::kFloat) {
       _mm256_storeu_ps(out + i, reduce8(acc));
