@@ -189,7 +189,14 @@ void score_stream(const typename S::Q* q, const typename S::T* rows, size_t nrow
 
 template <class S>
 bool try_stream(const typename S::Q* q, const typename S::T* rows, size_t nrows, size_t dpad, float* out) {
-  return with_dpad(dpad, [&](auto d) { score_stream<S, decltype(d)::value>(q, rows, nrows, out); });
+  if (with_dpad(dpad, [&](auto d) { score_stream<S, decltype(d)::value>(q, rows, nrows, out); })) return true;
+  // Two more common embedding sizes on this table only: the generic tile read them at 52-59% of
+  // the floor in fp16 and int8 on an AVX2-only EPYC (bench/RESULTS.md).
+  switch (dpad) {
+    case 768: score_stream<S, 768>(q, rows, nrows, out); return true;
+    case 1024: score_stream<S, 1024>(q, rows, nrows, out); return true;
+    default: return false;
+  }
 }
 
 template <class S>
