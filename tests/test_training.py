@@ -207,6 +207,38 @@ def test_scanner_view_of_a_photo_keeps_the_photo_inside():
     assert centre[..., 0].mean() > 180 and centre[..., 1].mean() < 80
 
 
+@needs_data
+def test_shelf_views_crowd_glare_and_downscale_like_serving():
+    from dataclasses import replace
+    from skulens.data.views import TRAIN_BACKGROUNDS, Backgrounds, ViewMaker, ViewSpec, scanner_view
+    images, _ = datasets.load("train")
+    calm = ViewSpec(fill=(0.5, 0.5), max_rotation=0, perspective=0, blur=(0, 0), noise=(0, 0), jpeg=(95, 95),
+                    brightness=(1, 1), contrast=(1, 1), cast=0.0)
+    bg = Backgrounds(TRAIN_BACKGROUNDS[:2])
+    black = np.zeros((28, 28), np.uint8)
+    # White neighbours are drawn beside a red product, behind it: more white, the red kept whole.
+    red = np.zeros((40, 40, 3), np.uint8)
+    red[..., 0] = 255
+    frames = {c: np.stack([scanner_view(red, np.random.default_rng(s), 64, bg, replace(calm, crowd=c),
+                                        lambda rng: np.full((28, 28), 255, np.uint8)) for s in range(4)]).astype(int)
+              for c in (0.0, 1.0)}
+    white = {c: int((f.min(3) > 180).sum()) for c, f in frames.items()}
+    reds = {c: int(((f[..., 0] > 200) & (f[..., 1] < 60)).sum()) for c, f in frames.items()}
+    assert white[1.0] > white[0.0] + 1000, white
+    assert abs(reds[1.0] - reds[0.0]) <= 0.05 * reds[0.0] and reds[0.0] > 500, reds
+    # Glare brightens the frame; a larger frame comes back at the input size through fit_square.
+    dark = replace(calm, glare=1.0)
+    lit = [scanner_view(black, np.random.default_rng(s), 64, bg, dark).astype(int).sum() -
+           scanner_view(black, np.random.default_rng(s), 64, bg, calm).astype(int).sum() for s in range(4)]
+    assert min(lit) > 0
+    big = scanner_view(images[0], np.random.default_rng(1), 64, bg, replace(calm, frame=(2.0, 2.0)))
+    assert big.shape == (64, 64, 3)
+    # Seeded like every protocol (neighbours come from the maker's own items).
+    v = ViewMaker(images[:3], 64, seed=1, spec=ViewSpec.shelf())([0, 1, 2])
+    assert v.shape == (3, 64, 64, 3) and np.array_equal(v, ViewMaker(images[:3], 64, seed=1,
+                                                                       spec=ViewSpec.shelf())([0, 1, 2]))
+
+
 # --- models ------------------------------------------------------------------------------------------
 def test_lora_merge_keeps_the_function():
     from skulens_train.models import LoRAConv1x1

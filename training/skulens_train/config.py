@@ -31,7 +31,8 @@ class Data:
     train_limit: int = 0         # 0: all 60,000 training articles
     classes: list[int] = field(default_factory=list)   # empty: all ten (incremental runs restrict them)
     augment: bool = True         # queries are scanner views; False: the clean image itself
-    views: str = "standard"      # standard | wide (skulens.data.views.ViewSpec.wide(): randomised, wider)
+    views: str = "standard"      # standard | wide | shelf (skulens.data.views.ViewSpec: wide() randomised,
+    #                              shelf() also crowded, glare, frames drawn larger and downscaled as served)
     classes_per_batch: int = 0   # >0: batches drawn from this many categories (harder negatives)
 
 

@@ -193,10 +193,10 @@ def fit(cfg: C.Config, run_dir: str, items: Items | None = None, progress: bool 
     if items is None and cfg.data.folder:
         items = folder(cfg.data.folder, cfg.data.meta, cfg.model.input_size)
     items = items or fashion_mnist("train", cfg.model.input_size, cfg.data.train_limit, cfg.data.classes)
-    if cfg.data.views not in ("standard", "wide"):
-        raise ValueError(f"data.views must be standard or wide, not {cfg.data.views!r}")
-    views = ViewMaker(items.raw, cfg.model.input_size, seed=cfg.seed,
-                      spec=ViewSpec.wide() if cfg.data.views == "wide" else ViewSpec())
+    specs = {"standard": ViewSpec, "wide": ViewSpec.wide, "shelf": ViewSpec.shelf}
+    if cfg.data.views not in specs:
+        raise ValueError(f"data.views must be one of {', '.join(specs)}, not {cfg.data.views!r}")
+    views = ViewMaker(items.raw, cfg.model.input_size, seed=cfg.seed, spec=specs[cfg.data.views]())
     encoder = build_model(cfg)
     obj = Objective(cfg, encoder, len(items.categories))
     old = load_run(cfg.compat.old_run)[1] if cfg.compat.old_run else None

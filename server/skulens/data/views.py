@@ -43,6 +43,11 @@ class ViewSpec:
     smear: float = 0.0                            # chance of a directional (motion-like) smear
     cover: float = 0.0                            # chance of a shape covering part of the object
     gamma: tuple[float, float] = (1.0, 1.0)
+    # `shelf()` adds what a region cropped from a shelf photo and a larger scanner frame look like.
+    crowd: float = 0.0                            # chance of neighbouring articles at the frame's edges
+    glare: float = 0.0                            # chance of a specular highlight
+    frame: tuple[float, float] = (1.0, 1.0)       # frame side / model input: drawn, JPEG'd, then resized
+    #                                               by the server's own fit_square, as a sent frame is
 
     @staticmethod
     def wide() -> "ViewSpec":
@@ -52,6 +57,14 @@ class ViewSpec:
         return ViewSpec(fill=(0.4, 1.0), max_rotation=25.0, perspective=0.18, blur=(0.0, 1.6), noise=(0.0, 16.0),
                         jpeg=(25, 95), brightness=(0.5, 1.5), contrast=(0.5, 1.4), synthetic=0.4, cast=0.3,
                         smear=0.3, cover=0.25, gamma=(0.7, 1.5))
+
+    @staticmethod
+    def shelf() -> "ViewSpec":
+        """wide() plus crowding (the crop of one article on a shelf holds parts of its neighbours, as
+        SearchScene's crops do), glare, and frames 1-2x the model's input drawn and JPEG-compressed at
+        their own size, then downscaled by serving's preprocessing: the pixels a sent frame becomes."""
+        from dataclasses import replace
+        return replace(ViewSpec.wide(), crowd=0.35, glare=0.25, frame=(1.0, 2.0))
 
 
 def _photo(name: str) -> np.ndarray:
@@ -109,10 +122,55 @@ def _perspective_coeffs(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     return np.linalg.solve(np.asarray(a, np.float64), src.reshape(8).astype(np.float64))
 
 
+def _paste(out: np.ndarray, item: np.ndarray, rng, side: float, cx: float, cy: float) -> np.ndarray:
+    """Composite an upright article of `side` pixels centred at (cx, cy) onto `out` (float [s, s, 3])."""
+    n = max(4, int(side))
+    a = np.asarray(Image.fromarray(item).resize((n, n), Image.BILINEAR), np.float32)
+    if a.ndim == 2:
+        alpha, a = np.clip(a / 40.0, 0, 1)[..., None], a[..., None] * rng.uniform(0.8, 1.2, 3).astype(np.float32)
+    else:
+        alpha = np.ones((n, n, 1), np.float32)
+    s = out.shape[0]
+    x0, y0 = int(cx - n / 2), int(cy - n / 2)
+    ox0, oy0, ox1, oy1 = max(0, x0), max(0, y0), min(s, x0 + n), min(s, y0 + n)
+    if ox1 <= ox0 or oy1 <= oy0:
+        return out
+    sl = (slice(oy0 - y0, oy1 - y0), slice(ox0 - x0, ox1 - x0))
+    al = alpha[sl]
+    out[oy0:oy1, ox0:ox1] = out[oy0:oy1, ox0:ox1] * (1 - al) + a[sl] * al
+    return out
+
+
+def _crowd(out: np.ndarray, rng, neighbours, side: float, cx: float, cy: float) -> np.ndarray:
+    """1-3 other articles beside the object, each overlapping the frame's edge and a little of the
+    object's box: what a scene crop with context around one shelf article holds."""
+    for _ in range(int(rng.integers(1, 4))):
+        t = rng.uniform(0, 2 * np.pi)
+        ns = side * rng.uniform(0.5, 1.6)
+        d = (side + ns) / 2 * rng.uniform(0.75, 1.05)   # centre distance: touching to overlapping
+        out = _paste(out, neighbours(rng), rng, ns, cx + d * np.cos(t), cy + d * np.sin(t))
+    return out
+
+
+def _glare(out: np.ndarray, rng) -> np.ndarray:
+    """A specular highlight: a blurred bright ellipse added to the frame."""
+    s = out.shape[0]
+    m = Image.new("L", (s, s))
+    x, y = rng.uniform(0, s, 2)
+    rx, ry = s * rng.uniform(0.05, 0.25, 2)
+    ImageDraw.Draw(m).ellipse([x - rx, y - ry, x + rx, y + ry], fill=255)
+    m = m.filter(ImageFilter.GaussianBlur(float(max(rx, ry)) * 0.6))
+    return out + np.asarray(m, np.float32)[..., None] * rng.uniform(0.4, 1.0)
+
+
 def scanner_view(item: np.ndarray, rng: np.random.Generator, size: int, backgrounds: Backgrounds,
-                 spec: ViewSpec = ViewSpec()) -> np.ndarray:
+                 spec: ViewSpec = ViewSpec(), neighbours=None) -> np.ndarray:
     """uint8 [h, w] grey article (bright object on black, as Fashion-MNIST) or [h, w, 3] product photo
-    (the whole photo is the object) -> uint8 [size, size, 3]."""
+    (the whole photo is the object) -> uint8 [size, size, 3]. neighbours: rng -> another item, for
+    spec.crowd."""
+    final = size
+    if spec.frame != (1.0, 1.0):
+        size = int(round(size * rng.uniform(*spec.frame)))
     h, w = item.shape[:2]
     side = size * rng.uniform(*spec.fill)
     theta = np.deg2rad(rng.uniform(-spec.max_rotation, spec.max_rotation))
@@ -141,7 +199,12 @@ def scanner_view(item: np.ndarray, rng: np.random.Generator, size: int, backgrou
         ImageDraw.Draw(m).ellipse([x - r, y - r * rng.uniform(0.5, 2), x + r, y + r], fill=255)
         cm = np.asarray(m, np.float32)[..., None] / 255.0
         fg, alpha = fg * (1 - cm) + patch * cm, np.maximum(alpha, cm)
-    out = clutter(rng, size) * (1 - alpha) + fg * alpha
+    back = clutter(rng, size)
+    if neighbours is not None and spec.crowd and rng.random() < spec.crowd:
+        back = _crowd(back, rng, neighbours, side, cx, cy)
+    out = back * (1 - alpha) + fg * alpha
+    if spec.glare and rng.random() < spec.glare:
+        out = _glare(out, rng)
     # Uneven light: a brightness ramp across the frame, then global contrast.
     ramp = np.linspace(rng.uniform(*spec.brightness), rng.uniform(*spec.brightness), size, dtype=np.float32)
     out = out * (ramp[None, :, None] if rng.random() < 0.5 else ramp[:, None, None])
@@ -161,7 +224,8 @@ def scanner_view(item: np.ndarray, rng: np.random.Generator, size: int, backgrou
     buf = io.BytesIO()
     Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=int(rng.integers(spec.jpeg[0],
                                                                                                     spec.jpeg[1] + 1)))
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    im = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    return np.asarray(im) if size == final else fit_square(im, final)
 
 
 def catalogue_image(item: np.ndarray, size: int) -> np.ndarray:
@@ -176,9 +240,12 @@ class ViewMaker:
         self.items, self.size, self.spec, self.seed = items, size, spec, seed
         self.backgrounds = Backgrounds(backgrounds)
 
+    def _neighbour(self, rng) -> np.ndarray:
+        return self.items[int(rng.integers(len(self.items)))]
+
     def __call__(self, indices, epoch: int = 0) -> np.ndarray:
         out = np.empty((len(indices), self.size, self.size, 3), np.uint8)
         for j, i in enumerate(indices):
             rng = np.random.default_rng((self.seed, epoch, int(i)))
-            out[j] = scanner_view(self.items[i], rng, self.size, self.backgrounds, self.spec)
+            out[j] = scanner_view(self.items[i], rng, self.size, self.backgrounds, self.spec, self._neighbour)
         return out
