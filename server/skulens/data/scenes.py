@@ -15,6 +15,7 @@ import numpy as np
 
 from ..encode.regions import iou  # noqa: F401 (the scenes' scorer uses it)
 from .sources import photos
+from .views import _paste
 
 SCENE_BACKGROUNDS = ("aero3.jpg", "apple.jpg", "butterfly.jpg", "leuvenB.jpg", "building.jpg", "fruits.jpg",
                      "home.jpg", "stuff.jpg", "baboon.jpg", "starry_night.jpg")
@@ -53,10 +54,7 @@ class SceneMaker:
                 b = np.array([bx, by, bx + side, by + side])
                 if not boxes or iou(b[None], np.array(boxes)).max() < 0.2:
                     break
-            a = np.asarray(Image.fromarray(self.articles[it]).resize((side, side), Image.BILINEAR), np.float32)
-            alpha = np.clip(a / 40.0, 0, 1)[..., None]
-            fg = a[..., None] * rng.uniform(0.8, 1.2, 3)
-            out[by:by + side, bx:bx + side] = out[by:by + side, bx:bx + side] * (1 - alpha) + fg * alpha
+            a = _paste(out, self.articles[it], rng, side, bx + side / 2, by + side / 2)
             ys, xs = np.nonzero(a > 20)   # the box is the article's visible extent, as an annotator draws it
             boxes.append([bx + xs.min(), by + ys.min(), bx + xs.max() + 1, by + ys.max() + 1] if len(xs) else b)
         ramp = np.linspace(rng.uniform(0.7, 1.2), rng.uniform(0.7, 1.2), self.w, dtype=np.float32)

@@ -123,22 +123,24 @@ def _perspective_coeffs(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
 
 
 def _paste(out: np.ndarray, item: np.ndarray, rng, side: float, cx: float, cy: float) -> np.ndarray:
-    """Composite an upright article of `side` pixels centred at (cx, cy) onto `out` (float [s, s, 3])."""
+    """Composite an upright article of `side` pixels centred at (cx, cy) onto `out` (float [h, w, 3]) in
+    place: a grey article's intensity is its alpha and it takes a 0.8-1.2 tint per channel. Returns the
+    article as resized (the scenes' boxes are its visible extent)."""
     n = max(4, int(side))
     a = np.asarray(Image.fromarray(item).resize((n, n), Image.BILINEAR), np.float32)
+    grey = a
     if a.ndim == 2:
-        alpha, a = np.clip(a / 40.0, 0, 1)[..., None], a[..., None] * rng.uniform(0.8, 1.2, 3).astype(np.float32)
+        alpha, a = np.clip(a / 40.0, 0, 1)[..., None], a[..., None] * rng.uniform(0.8, 1.2, 3)
     else:
         alpha = np.ones((n, n, 1), np.float32)
-    s = out.shape[0]
+    h, w = out.shape[:2]
     x0, y0 = int(cx - n / 2), int(cy - n / 2)
-    ox0, oy0, ox1, oy1 = max(0, x0), max(0, y0), min(s, x0 + n), min(s, y0 + n)
-    if ox1 <= ox0 or oy1 <= oy0:
-        return out
-    sl = (slice(oy0 - y0, oy1 - y0), slice(ox0 - x0, ox1 - x0))
-    al = alpha[sl]
-    out[oy0:oy1, ox0:ox1] = out[oy0:oy1, ox0:ox1] * (1 - al) + a[sl] * al
-    return out
+    ox0, oy0, ox1, oy1 = max(0, x0), max(0, y0), min(w, x0 + n), min(h, y0 + n)
+    if ox1 > ox0 and oy1 > oy0:
+        sl = (slice(oy0 - y0, oy1 - y0), slice(ox0 - x0, ox1 - x0))
+        al = alpha[sl]
+        out[oy0:oy1, ox0:ox1] = out[oy0:oy1, ox0:ox1] * (1 - al) + a[sl] * al
+    return grey
 
 
 def _crowd(out: np.ndarray, rng, neighbours, side: float, cx: float, cy: float) -> np.ndarray:
@@ -148,7 +150,7 @@ def _crowd(out: np.ndarray, rng, neighbours, side: float, cx: float, cy: float) 
         t = rng.uniform(0, 2 * np.pi)
         ns = side * rng.uniform(0.5, 1.6)
         d = (side + ns) / 2 * rng.uniform(0.75, 1.05)   # centre distance: touching to overlapping
-        out = _paste(out, neighbours(rng), rng, ns, cx + d * np.cos(t), cy + d * np.sin(t))
+        _paste(out, neighbours(rng), rng, ns, cx + d * np.cos(t), cy + d * np.sin(t))
     return out
 
 
